@@ -197,7 +197,7 @@ def test_explicit_max_steps_against_a_concrete_total_is_an_error():
     config = zero2()
     config["scheduler"]["params"]["total_num_steps"] = 500
     message = error_of(resolve, config, explicit={"max_steps"})
-    assert "scheduler.params.total_num_steps" in message and "--max-steps" in message
+    assert "scheduler.params.total_num_steps" in message and "--max_steps" in message
 
 
 # --- global batch -------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ def test_train_batch_size_mismatch_names_world_size_and_the_fix():
     message = error_of(resolve, config, world_size=2, per_device_batch_size=4, grad_accum=8)
     assert "train_batch_size 128 needs micro 4 x accum 16 x 2 ranks = 128" in message
     assert "micro 4 x accum 8 x 2 ranks = 64" in message
-    assert "--grad-accum 16" in message
+    assert "--grad_accum 16" in message
     assert '"train_batch_size" to "auto"' in message
 
 
@@ -218,7 +218,7 @@ def test_train_batch_size_that_no_accum_can_reach():
     config["train_batch_size"] = 100
     message = error_of(resolve, config, world_size=3, per_device_batch_size=4)
     assert "not a multiple of micro 4 x 3 ranks = 12" in message
-    assert "--per-device-batch-size" in message
+    assert "--per_device_batch_size" in message
 
 
 def test_matching_concrete_train_batch_size_is_kept():
@@ -296,7 +296,7 @@ def test_no_scheduler_is_a_constant_lr_but_an_explicit_warmup_is_refused():
     del config["scheduler"]
     assert "scheduler" not in resolve(config)
     message = error_of(resolve, config, explicit={"warmup_ratio"})
-    assert "--warmup-ratio" in message and "no \"scheduler\"" in message and "drop the flag" in message
+    assert "--warmup_ratio" in message and "no \"scheduler\"" in message and "drop the flag" in message
 
 
 # --- "auto" the resolver cannot fill ------------------------------------------------------------
