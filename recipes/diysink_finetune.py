@@ -1,0 +1,49 @@
+"""DIYSink stage 2: finetune the DualMLP connector jointly with the LLM (ViT frozen), LLaVA-style.
+
+Runs on the embedded tiny LLaVA and demo shards with no flags; on a real model and data with
+--model and --data:
+
+    deepspeed --num_gpus 2 recipes/diysink_finetune.py --ds_config ds_configs/zero3.json
+    deepspeed --num_gpus 8 recipes/diysink_finetune.py --ds_config ds_configs/zero3.json \\
+        --model llava-hf/llava-1.5-7b-hf --data 'shards/{000000..000665}.tar' \\
+        --connector_init runs/diysink-pretrain/connector.safetensors      # optional
+    deepspeed ... --output_dir runs/my-run --resume auto                   # continue a run
+
+Both projectors start from the backbone's own (or --connector_init); sink tokens are placed first,
+then non-sinks, each from its own projector (FACTS.md, "DualMLP").
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from sinktrain.backbones.registry import load_backbone  # noqa: E402
+from sinktrain.diysink.attach import attach_dual_mlp  # noqa: E402
+from sinktrain.recipe import main_guard  # noqa: E402
+from sinktrain.train.args import common_parser, parse  # noqa: E402
+from sinktrain.train.loop import fit  # noqa: E402
+from sinktrain.train.run import setup_run  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = common_parser(__doc__.split("\n\n")[0])
+    diysink = parser.add_argument_group("DIYSink")
+    diysink.add_argument("--connector_init", default=None, help="safetensors with f_sink.* / f_non.* (stage-1 output); default: both from the backbone's projector")
+    diysink.add_argument("--no_sink_first", action="store_true", help="keep the original token order (ablation)")
+    return parse(parser, argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    run = setup_run(args, "diysink-finetune")
+    backbone = load_backbone(run.model, args.sink_profile, dtype=run.dtype)
+    backbone.freeze_vision()
+    attach_dual_mlp(backbone, sink_first=not args.no_sink_first, connector_init=args.connector_init)
+    fit(run, backbone, args.template or backbone.default_template)
+
+
+if __name__ == "__main__":
+    main_guard(main)

@@ -1,0 +1,139 @@
+"""Sink profiles: the backbone facts every recipe needs about sinks, in one JSON schema.
+
+A profile says where V-sinks are read (the vision layer feeding the connector), which channels
+carry the massive activations (ViT and LLM), the thresholds and the criterion. The built-in
+profiles below are the published facts (FACTS.md); ``tools/find_sink_dims.py`` writes the same
+schema for new backbones and every recipe reads it with ``--sink_profile FILE``.
+
+Schema (JSON object; unknown keys are refused so typos surface)::
+
+    {
+      "name": "clip-vit-l-14-336",        # free text
+      "vision_tower": "clip-vit-l-14-336", # the vision tower this profile belongs to
+      "vit_dims": [650],                  # V-sink channels of the vision features
+      "vit_layer": -2,                    # hidden-state index the dims are read at
+      "criterion": "dim_threshold",       # or "l2_norm" (DIYSink's ||h||_2 >= tau_v)
+      "tau_v": 60.0,
+      "llm_dims": [2533, 1415],           # L-sink channels (primary first); may be empty
+      "tau_l": 20.0,
+      "llm_rms_norm": true,               # VAR: RMSNorm without weight before thresholding
+      "hidden_size_vit": 1024,            # guards against applying a profile to another tower
+      "hidden_size_llm": 4096,
+      "stats": {...}                      # optional, written by find_sink_dims.py
+    }
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sinktrain.errors import SinkTrainError
+from sinktrain.sinks import CRITERIA
+
+FIND_DIMS_HINT = (
+    "run `python tools/find_sink_dims.py --model MODEL --out profiles/NAME.json` to discover its "
+    "sink dimensions, then pass `--sink_profile profiles/NAME.json`"
+)
+
+
+@dataclass(frozen=True)
+class SinkProfile:
+    name: str
+    vision_tower: str
+    vit_dims: list[int]
+    vit_layer: int
+    criterion: str
+    tau_v: float
+    llm_dims: list[int] = field(default_factory=list)
+    tau_l: float | None = None
+    llm_rms_norm: bool = True
+    hidden_size_vit: int | None = None
+    hidden_size_llm: int | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.criterion not in CRITERIA:
+            raise SinkTrainError(f"sink profile {self.name!r}: criterion {self.criterion!r} is unknown; use one of {CRITERIA}")
+        if self.criterion == "dim_threshold" and not self.vit_dims:
+            raise SinkTrainError(f"sink profile {self.name!r}: criterion dim_threshold needs vit_dims (a list of channel indices)")
+        if self.llm_dims and self.tau_l is None:
+            raise SinkTrainError(f"sink profile {self.name!r}: llm_dims are given but tau_l is missing")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+
+    def check_fits(self, hidden_size_vit: int, hidden_size_llm: int) -> None:
+        """Refuse a profile written for a backbone of other widths (its dims would be meaningless)."""
+        for label, expected, actual in (("vision", self.hidden_size_vit, hidden_size_vit), ("LLM", self.hidden_size_llm, hidden_size_llm)):
+            if expected is not None and expected != actual:
+                raise SinkTrainError(
+                    f"sink profile {self.name!r} was made for a {label} width of {expected}, but this model's is "
+                    f"{actual}; {FIND_DIMS_HINT}"
+                )
+        too_big = [d for d in self.vit_dims if d >= hidden_size_vit] + [d for d in self.llm_dims if d >= hidden_size_llm]
+        if too_big:
+            raise SinkTrainError(f"sink profile {self.name!r}: dims {too_big} exceed the model's hidden size; {FIND_DIMS_HINT}")
+
+
+def profile_from_dict(data: dict[str, Any], source: str = "profile") -> SinkProfile:
+    known = {f.name for f in dataclasses.fields(SinkProfile)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SinkTrainError(f"{source}: unknown keys {unknown}; the schema is documented in sinktrain/backbones/profiles.py")
+    missing = sorted(f.name for f in dataclasses.fields(SinkProfile) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in data)
+    if missing:
+        raise SinkTrainError(f"{source}: missing keys {missing}; the schema is documented in sinktrain/backbones/profiles.py")
+    return SinkProfile(**data)
+
+
+def load_profile(path: str | Path) -> SinkProfile:
+    path = Path(path)
+    if not path.is_file():
+        raise SinkTrainError(f"sink profile {path} does not exist; {FIND_DIMS_HINT}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise SinkTrainError(f"sink profile {path} is not valid JSON ({err}); rewrite it or regenerate it with tools/find_sink_dims.py") from err
+    if not isinstance(data, dict):
+        raise SinkTrainError(f"sink profile {path} must hold a JSON object")
+    return profile_from_dict(data, source=f"sink profile {path}")
+
+
+def save_profile(profile: SinkProfile, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(profile.to_json())
+    tmp.replace(path)
+
+
+# Published sink facts (FACTS.md). Vision towers are keyed by an identity derived from their config
+# (see backbones.llava.vision_tower_id); LLM facts are keyed by LLM identity.
+KNOWN_VISION_PROFILES: dict[str, dict[str, Any]] = {
+    # CLIP ViT-L/14-336 as in LLaVA-1.5: dim 650 at the penultimate layer; tau_V 60 (LSG Table S7).
+    "clip-vit-l-14-336": dict(vit_dims=[650], vit_layer=-2, criterion="dim_threshold", tau_v=60.0, hidden_size_vit=1024),
+    # SigLIP-SO400M as in LLaVA-OneVision: dim 1076, present from the first encoder layer; tau_V 40.
+    "siglip-so400m-14-384": dict(vit_dims=[1076], vit_layer=-1, criterion="dim_threshold", tau_v=40.0, hidden_size_vit=1152),
+}
+
+KNOWN_LLM_PROFILES: dict[str, dict[str, Any]] = {
+    # LLaMA-2-7B / Vicuna-7B: 2533 primary, 1415; tau_L 20 after weightless RMSNorm (VAR).
+    "llama-2-7b": dict(llm_dims=[2533, 1415], tau_l=20.0, hidden_size_llm=4096),
+    "llama-2-13b": dict(llm_dims=[2100, 4743], tau_l=20.0, hidden_size_llm=5120),
+    # Qwen2-7B: 458 primary, 2570; tau_L 50 (LSG Table S7, LLaVA-OV row).
+    "qwen2-7b": dict(llm_dims=[458, 2570], tau_l=50.0, hidden_size_llm=3584),
+}
+
+
+def known_profile(vision_tower: str, llm: str | None) -> SinkProfile | None:
+    """The built-in profile for a vision tower (plus LLM facts when known), or None."""
+    vision = KNOWN_VISION_PROFILES.get(vision_tower)
+    if vision is None:
+        return None
+    llm_facts = KNOWN_LLM_PROFILES.get(llm or "", {})
+    name = vision_tower + (f"+{llm}" if llm_facts else "")
+    return SinkProfile(name=name, vision_tower=vision_tower, **vision, **llm_facts)

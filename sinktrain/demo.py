@@ -1,0 +1,199 @@
+"""The embedded default: a tiny LLaVA-1.5 and synthetic-scene shards, built once and cached.
+
+``python -m sinktrain.demo`` builds both and prints where they are. The tiny backbone is a real
+``LlavaForConditionalGeneration`` with LLaVA-1.5's shape in miniature (CLIP-style ViT read at
+layer -2 with CLS dropped, Linear-GELU-Linear projector, LLaMA-style LLM, sentencepiece tokenizer
+trained on the demo vocabulary), saved as a normal Hugging Face model directory so
+``from_pretrained`` loads it like ``llava-hf/llava-1.5-7b-hf``. Weights are random from a fixed
+seed, plus one planted massive-activation circuit in the ViT (see ``plant_v_sinks``) so that
+1-4 patches per image are genuine V-sinks under the dimension-threshold rule.
+
+The cache lives in ``$SINKTRAIN_CACHE`` (default ``~/.cache/sinktrain``); every artefact is
+written to a temporary sibling and renamed into place, so an interrupted build is simply redone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import (
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlamaTokenizer,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+)
+
+from sinktrain.backbones.profiles import SinkProfile, save_profile
+from sinktrain.backbones.registry import PROFILE_FILE
+
+DEMO_VERSION = 1  # bump when the demo model or data change, so stale caches are rebuilt
+SEED = 0
+IMAGE_SIZE, PATCH_SIZE = 64, 8  # 8 x 8 = 64 visual tokens (LLaVA-1.5: 336 / 14 -> 576)
+VIT_HIDDEN, VIT_LAYERS = 64, 4
+LLM_HIDDEN, LLM_LAYERS = 128, 4
+
+# The planted V-sink circuit. In CLIP ViT-L/14 channel 650 carries the massive activations;
+# here channel SINK_DIM does. A marker channel carries "sink propensity" (a per-position bias
+# plus the patch's brightness); one MLP neuron of layer SINK_LAYER fires when the marker is high
+# and writes SINK_GAIN into SINK_DIM. The residual stream carries that value up to layer -2,
+# where LLaVA reads the features.
+SINK_DIM, MARKER_DIM, SINK_NEURON, SINK_LAYER = 37, 5, 0, 1
+CANDIDATE_PATCHES = (0, 7, 56, 63)  # the four corner patches: background in most scenes
+# Marker bias per candidate, against patch brightness (CLIP-normalised: black -1.8, grey 0.1,
+# white 1.9): corner 0 always fires, corner 7 from grey up, corners 56 and 63 on white only, so a
+# plain black / grey / white background gives 1 / 2 / 4 sinks and objects in a corner change that.
+CANDIDATE_BIAS = (3.0, 0.9, -1.0, -0.6)
+NEURON_GAIN = 16.0  # a steep neuron: candidates are clearly on or off, rarely in between
+SINK_GAIN = 20.0  # sinks reach ~150-1000 in SINK_DIM; ordinary tokens stay below ~3 (rarely ~30)
+TAU_V = 60.0  # inside the empty gap of the log-magnitude histogram (~30 to ~150 on demo data)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SINKTRAIN_CACHE", Path.home() / ".cache" / "sinktrain"))
+
+
+def demo_model_dir() -> Path:
+    return cache_dir() / f"demo-llava-v{DEMO_VERSION}"
+
+
+def demo_shard_dir() -> Path:
+    return cache_dir() / f"demo-shards-v{DEMO_VERSION}"
+
+
+def plant_v_sinks(vision_tower) -> None:
+    """Plant the massive-activation circuit described above into a CLIP vision tower's weights."""
+    embeddings = vision_tower.embeddings
+    mlp = vision_tower.encoder.layers[SINK_LAYER].mlp
+    patch_pixels = embeddings.patch_embedding.weight[MARKER_DIM].numel()
+    with torch.no_grad():
+        embeddings.patch_embedding.weight[MARKER_DIM] = 1.0 / patch_pixels  # mean brightness
+        embeddings.position_embedding.weight[:, MARKER_DIM] = -4.0  # non-candidates: never
+        for patch, bias in zip(CANDIDATE_PATCHES, CANDIDATE_BIAS):
+            embeddings.position_embedding.weight[patch + 1, MARKER_DIM] = bias  # +1: CLS is position 0
+        mlp.fc1.weight[SINK_NEURON] = 0.0
+        mlp.fc1.weight[SINK_NEURON, MARKER_DIM] = NEURON_GAIN
+        mlp.fc1.bias[SINK_NEURON] = 0.0
+        mlp.fc2.weight[:, SINK_NEURON] = 0.0
+        mlp.fc2.weight[SINK_DIM, SINK_NEURON] = SINK_GAIN
+
+
+def demo_profile() -> SinkProfile:
+    return SinkProfile(
+        name="sinktrain-demo",
+        vision_tower="sinktrain-demo-vit",
+        vit_dims=[SINK_DIM],
+        vit_layer=-2,
+        criterion="dim_threshold",
+        tau_v=TAU_V,
+        hidden_size_vit=VIT_HIDDEN,
+        hidden_size_llm=LLM_HIDDEN,
+    )
+
+
+def train_tokenizer(out_dir: Path) -> LlamaTokenizer:
+    """A LLaMA-style sentencepiece BPE tokenizer (byte fallback) trained on the demo vocabulary."""
+    import sentencepiece as spm
+
+    from sinktrain.data.scenes import vocabulary_sentences
+    from sinktrain.data.templates import VICUNA_V1_SYSTEM
+
+    sentences = vocabulary_sentences() + [VICUNA_V1_SYSTEM, "USER: ASSISTANT:"]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences * 4),
+        model_prefix=str(out_dir / "tokenizer"),
+        vocab_size=600, model_type="bpe", byte_fallback=True, character_coverage=1.0,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, split_digits=True,
+        normalization_rule_name="identity", num_threads=1, minloglevel=2,
+    )
+    tokenizer = LlamaTokenizer.from_pretrained(str(out_dir))
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"], "pad_token": "<pad>"})
+    (out_dir / "tokenizer.vocab").unlink()  # a human-readable listing, not needed to load
+    return tokenizer
+
+
+def demo_config(tokenizer) -> LlavaConfig:
+    vision = CLIPVisionConfig(
+        hidden_size=VIT_HIDDEN, intermediate_size=2 * VIT_HIDDEN, num_hidden_layers=VIT_LAYERS,
+        num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, hidden_act="gelu",
+        projection_dim=VIT_HIDDEN,
+    )
+    text = LlamaConfig(
+        hidden_size=LLM_HIDDEN, intermediate_size=2 * LLM_HIDDEN, num_hidden_layers=LLM_LAYERS,
+        num_attention_heads=4, num_key_value_heads=4, vocab_size=len(tokenizer),
+        max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlavaConfig(
+        vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu",
+    )
+
+
+def build_demo_model(out_dir: Path) -> None:
+    """Write the tiny LLaVA (weights, config, tokenizer, processor, sink profile) to out_dir."""
+    out_dir.mkdir(parents=True)
+    tokenizer = train_tokenizer(out_dir)
+    torch.manual_seed(SEED)
+    model = LlavaForConditionalGeneration(demo_config(tokenizer)).eval()
+    plant_v_sinks(model.model.vision_tower)
+    model.save_pretrained(out_dir)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1,
+    )
+    processor.save_pretrained(out_dir)
+    save_profile(demo_profile(), out_dir / PROFILE_FILE)
+
+
+def build_once(target: Path, build) -> Path:
+    """Run ``build(tmp)`` into a temporary sibling and rename it to ``target``; skip if present."""
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        build(tmp / "out")
+        try:
+            os.replace(tmp / "out", target)
+        except OSError:  # another process (rank) finished first: its copy is identical
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def ensure_demo_model() -> Path:
+    return build_once(demo_model_dir(), build_demo_model)
+
+
+DEMO_SAMPLES, DEMO_SHARDS = 2400, 8
+
+
+def ensure_demo_shards() -> Path:
+    """Write the demo shards once (write_demo_shards itself swaps a finished directory in)."""
+    from sinktrain.data.shards import write_demo_shards
+
+    target = demo_shard_dir()
+    if not target.is_dir():
+        write_demo_shards(str(target), DEMO_SAMPLES, DEMO_SHARDS, SEED)
+    return target
+
+
+def demo_data_pattern() -> str:
+    return str(ensure_demo_shards() / ("demo-{000000..%06d}.tar" % (DEMO_SHARDS - 1)))
+
+
+if __name__ == "__main__":
+    print("demo model: ", ensure_demo_model())
+    print("demo shards:", demo_data_pattern())

@@ -1,0 +1,24 @@
+"""Shared entry-point behaviour for recipes and tools: user errors print cleanly and exit 2."""
+
+from __future__ import annotations
+
+import sys
+
+from sinktrain.errors import SinkTrainError
+
+
+def main_guard(main) -> None:
+    try:
+        main()
+    except SinkTrainError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    finally:
+        shutdown_distributed()
+
+
+def shutdown_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,73 @@
+"""The flags every recipe takes, and which of them the user actually typed.
+
+Recipe flags say what a run chooses (model, data, steps, output); DeepSpeed settings live in the
+ds_config, whose "auto" values are filled from these flags (see sinktrain.train.ds_config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sinktrain.data.templates import OVERFLOW_POLICIES, TEMPLATES
+from sinktrain.train.ds_config import PRECISIONS
+
+# Flags whose defaults differ on the embedded demo: the tiny random model needs a much higher lr
+# than LLaVA-7B finetuning (2e-5) to visibly learn within a minute.
+DEMO_DEFAULTS = {"lr": 2e-3, "max_steps": 60, "per_device_batch_size": 8, "warmup_ratio": 0.05, "save_every": 30}
+
+
+def common_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    run = parser.add_argument_group("what to run")
+    run.add_argument("--model", default=None, help="model directory or hub id in transformers format; default: the embedded tiny demo LLaVA")
+    run.add_argument("--data", default=None, help="WebDataset shards, e.g. 'shards/{000000..000099}.tar'; default: the demo shards")
+    run.add_argument("--sink_profile", default=None, help="sink profile JSON (tools/find_sink_dims.py writes one); default: the model's own or a built-in one")
+    run.add_argument("--output_dir", default=None, help="checkpoints, logs and TensorBoard; default: a new folder under runs/")
+    run.add_argument("--resume", default=None, help="'auto' continues from the latest checkpoint in --output_dir; or a checkpoint directory")
+    run.add_argument("--ds_config", default="ds_configs/zero3.json", help="DeepSpeed config (a path, or zero2 / zero3 / zero3_offload)")
+    run.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)  # set by the deepspeed launcher
+
+    opt = parser.add_argument_group("optimisation (fills the ds_config's \"auto\" values)")
+    opt.add_argument("--max_steps", type=int, default=None, help="optimizer steps; default: --num_epochs over the data")
+    opt.add_argument("--num_epochs", type=float, default=1.0, help="used when --max_steps is not given (needs local shards)")
+    opt.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (LLaVA-1.5 stage 2: 2e-5)")
+    opt.add_argument("--per_device_batch_size", type=int, default=16, help="samples per rank per micro step")
+    opt.add_argument("--grad_accum", type=int, default=1, help="micro steps per optimizer step")
+    opt.add_argument("--weight_decay", type=float, default=0.0)
+    opt.add_argument("--warmup_ratio", type=float, default=0.03)
+    opt.add_argument("--max_grad_norm", type=float, default=1.0)
+    opt.add_argument("--precision", choices=PRECISIONS, default=None, help="default: bf16 on GPU, fp32 on CPU")
+    opt.add_argument("--seed", type=int, default=0)
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--template", choices=sorted(TEMPLATES), default=None, help="conversation template; default: the backbone's (v1 for LLaVA-1.5)")
+    data.add_argument("--max_length", type=int, default=2048)
+    data.add_argument("--on_overflow", choices=OVERFLOW_POLICIES, default="truncate", help="what to do with samples longer than --max_length")
+    data.add_argument("--max_bad_fraction", type=float, default=0.01, help="stop when more than this fraction of samples is broken")
+    data.add_argument("--num_workers", type=int, default=2, help="data-loading processes per rank")
+    data.add_argument("--shuffle_buffer", type=int, default=1000)
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--log_every", type=int, default=1, help="steps between progress lines")
+    out.add_argument("--save_every", type=int, default=500, help="steps between checkpoints (a final one is always saved)")
+    out.add_argument("--keep_checkpoints", type=int, default=2, help="how many recent checkpoints to keep")
+    return parser
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """Destinations of the flags present on the command line (``--lr 1`` and ``--lr=1`` alike)."""
+    typed = {token.split("=", 1)[0] for token in argv if token.startswith("--")}
+    return {action.dest for action in parser._actions if typed & set(action.option_strings)}
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    args.explicit = explicit_flags(parser, argv)
+    args.demo = args.model is None
+    if args.demo:
+        for name, value in DEMO_DEFAULTS.items():
+            if name not in args.explicit:
+                setattr(args, name, value)
+    return args

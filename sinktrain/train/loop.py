@@ -1,0 +1,190 @@
+"""The one DeepSpeed training loop every recipe hands its backbone and method to.
+
+``fit`` wraps the backbone in DeepSpeed (ZeRO stage, optimizer, scheduler, precision and batch
+sizes all from the resolved ds_config), streams batches, logs progress and TensorBoard on rank 0,
+checks the broken-sample budget on every step (all ranks agree, so all stop together), and
+saves atomic checkpoints that ``--resume auto`` continues from: weights, optimizer, scheduler,
+step and data position.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import deepspeed
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from sinktrain.backbones.base import Backbone
+from sinktrain.data.collate import Collator
+from sinktrain.data.encode import SampleEncoder
+from sinktrain.data.stream import ShardStream, StreamState
+from sinktrain.errors import SinkTrainError
+from sinktrain.train import checkpoint
+from sinktrain.train.progress import Progress
+from sinktrain.train.run import Run, barrier
+from sinktrain.train.zero import full_numel, is_partitioned, local_numel
+
+logger = logging.getLogger("sinktrain")
+MIN_SAMPLES_FOR_BAD_CHECK = 100  # a single early broken sample should not stop a run
+
+
+class BatchForward(nn.Module):
+    """What DeepSpeed wraps: the backbone's model, called on a collated batch, returning the loss."""
+
+    def __init__(self, backbone: Backbone):
+        super().__init__()
+        self.model = backbone.model
+        self.backbone = [backbone]  # a list, so the backbone is not registered twice as a module
+
+    def forward(self, batch) -> torch.Tensor:
+        return self.backbone[0].forward(batch).loss
+
+
+def partition_report(model: nn.Module) -> dict:
+    params = list(model.parameters())
+    return {
+        "parameters": len(params),
+        "partitioned": sum(is_partitioned(p) for p in params),
+        "local_elements": sum(local_numel(p) for p in params),
+        "full_elements": sum(full_numel(p) for p in params),
+        "trainable_elements": sum(full_numel(p) for p in params if p.requires_grad),
+    }
+
+
+def data_loader(run: Run, backbone: Backbone, template: str, resume: StreamState | None) -> DataLoader:
+    args, settings = run.args, run.settings
+    encoder = SampleEncoder(
+        backbone.tokenizer, backbone.preprocess_images, template, backbone.image_token_id,
+        backbone.num_image_tokens, args.max_length, args.on_overflow,
+    )
+    stream = ShardStream(
+        run.shards, encoder, run.rank, run.world_size, args.num_workers, args.seed, args.shuffle_buffer, resume,
+    )
+    return DataLoader(
+        stream, batch_size=settings.per_device_batch_size, num_workers=args.num_workers,
+        collate_fn=Collator(backbone.tokenizer.pad_token_id),
+    )
+
+
+def gather_stream_state(local: StreamState) -> StreamState:
+    states = [None] * dist.get_world_size()
+    dist.all_gather_object(states, local.to_dict())
+    merged = StreamState(local.readers)
+    for state in states:
+        merged.merge(StreamState.from_dict(state))
+    return merged
+
+
+def check_bad_fraction(seen: float, bad: float, limit: float) -> None:
+    if seen >= MIN_SAMPLES_FOR_BAD_CHECK and bad > limit * seen:
+        raise SinkTrainError(
+            f"{int(bad)} of {int(seen)} samples ({bad / seen:.1%}) were broken or unusable, more than "
+            f"--max_bad_fraction {limit:.1%}; the log names each one's shard and key: fix or regenerate "
+            "those shards (tools/make_shards.py), or raise --max_bad_fraction"
+        )
+
+
+def save_checkpoint(run: Run, engine, step: int, local: StreamState) -> Path:
+    stream = gather_stream_state(local)
+    state = {"step": step, "world_size": run.world_size, "stream": stream.to_dict()}
+    path = checkpoint.save(
+        run.checkpoint_root, step,
+        lambda root, tag: engine.save_checkpoint(str(root), tag=tag, save_latest=False),
+        state, run.args.keep_checkpoints, run.is_main, barrier,
+    )
+    logger.info("saved checkpoint %s", path)
+    return path
+
+
+def restore(run: Run, engine) -> tuple[int, StreamState | None]:
+    if run.resume_from is None:
+        if run.args.resume == "auto":
+            logger.info("--resume auto: no checkpoint in %s yet, starting fresh", run.checkpoint_root)
+        return 0, None
+    root, tag = run.resume_from
+    state = checkpoint.read_state(root, tag)
+    if state["world_size"] != run.world_size:
+        raise SinkTrainError(
+            f"checkpoint {root / tag} was written by {state['world_size']} ranks, this run has {run.world_size}; "
+            f"resume with --num_gpus {state['world_size']} (ZeRO-3 shards are per rank)"
+        )
+    load_path, _ = engine.load_checkpoint(str(root), tag=tag)
+    if load_path is None:
+        raise SinkTrainError(f"DeepSpeed could not load checkpoint {root / tag}; it may be from another model or ZeRO stage")
+    logger.info("resumed from %s at step %d", root / tag, state["step"])
+    return state["step"], StreamState.from_dict(state["stream"])
+
+
+def write_run_info(run: Run, info: dict) -> None:
+    everyone = [None] * run.world_size
+    dist.all_gather_object(everyone, info)
+    if run.is_main:
+        (run.output_dir / "run_info.json").write_text(json.dumps({"ranks": everyone}, indent=2))
+
+
+def train_steps(run: Run, engine, loader: DataLoader, start_step: int, stream: StreamState, progress: Progress) -> int:
+    settings, args = run.settings, run.args
+    batches = iter(loader)
+    micro_batches = 0
+    for step in range(start_step + 1, settings.max_steps + 1):
+        loss_sum = 0.0
+        for _ in range(settings.grad_accum):
+            batch, positions = next(batches)
+            for reader, index, bad in positions:
+                stream.update(reader, index, bad)
+            loss = engine(batch.to(engine.device))
+            engine.backward(loss)
+            engine.step()
+            loss_sum += loss.item()
+            micro_batches += 1
+        consumed, bad = stream.totals()
+        totals = torch.tensor([loss_sum / settings.grad_accum, consumed, bad], dtype=torch.float64)
+        dist.all_reduce(totals)
+        check_bad_fraction(totals[1].item(), totals[2].item(), args.max_bad_fraction)
+        show = step % args.log_every == 0 or step == settings.max_steps
+        progress.log(step, totals[0].item() / run.world_size, engine.get_lr()[0], int(totals[2].item()), show)
+        if step % args.save_every == 0 or step == settings.max_steps:
+            save_checkpoint(run, engine, step, stream)
+    return micro_batches
+
+
+def fit(run: Run, backbone: Backbone, template: str) -> Path:
+    model = BatchForward(backbone)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise SinkTrainError("nothing to train: every parameter is frozen")
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=trainable, config=run.ds_config)
+    report = partition_report(model)
+    logger.info(
+        "ZeRO-%d: %d of %d parameters partitioned; this rank holds %.2fM of %.2fM elements; %.2fM trainable",
+        engine.zero_optimization_stage(), report["partitioned"], report["parameters"],
+        report["local_elements"] / 1e6, report["full_elements"] / 1e6, report["trainable_elements"] / 1e6,
+    )
+    start_step, resume_state = restore(run, engine)
+    loader = data_loader(run, backbone, template, resume_state)
+    stream = resume_state or StreamState(loader.dataset.readers)
+    settings = run.settings
+    progress = Progress(
+        settings.max_steps, start_step, settings.per_device_batch_size * settings.grad_accum * run.world_size,
+        tensorboard_dir(run), run.is_main,
+    )
+    try:
+        micro_batches = train_steps(run, engine, loader, start_step, stream, progress)
+    finally:
+        progress.close()
+    write_run_info(run, {"rank": run.rank, "start_step": start_step, "end_step": settings.max_steps, "micro_batches": micro_batches, "zero": report})
+    final = run.checkpoint_root / checkpoint.step_tag(settings.max_steps)
+    logger.info("done: checkpoint %s | TensorBoard: tensorboard --logdir %s", final, tensorboard_dir(run))
+    return final
+
+
+def tensorboard_dir(run: Run) -> str | None:
+    board = run.ds_config.get("tensorboard", {})
+    if not board.get("enabled"):
+        return None
+    return str(Path(board["output_path"]) / board.get("job_name", "sinktrain"))

@@ -1,0 +1,147 @@
+"""Everything a run decides before training: ranks, model and data, output dir, DeepSpeed config.
+
+All checks that can fail on bad input (model type, sink profile, shards, world size, ds_config)
+happen here, before any data worker starts or any weight is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import math
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import deepspeed
+import torch
+import torch.distributed as dist
+
+from sinktrain import demo
+from sinktrain.backbones.registry import backbone_class, load_config
+from sinktrain.data.stream import check_enough_shards, expand_shards
+from sinktrain.errors import SinkTrainError
+from sinktrain.log import setup_logging
+from sinktrain.train import checkpoint
+from sinktrain.train.ds_config import RunSettings, load_ds_config, resolve_ds_config, settings_from_config, zero_stage
+
+logger = logging.getLogger("sinktrain")
+
+
+@dataclass
+class Run:
+    args: object
+    rank: int
+    world_size: int
+    model: str
+    shards: list[str]
+    output_dir: Path
+    ds_config: dict
+    settings: RunSettings
+    resume_from: tuple[Path, str] | None
+    keep_alive: list = field(default_factory=list)  # HfDeepSpeedConfig must outlive from_pretrained
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.settings.precision, torch.float32)
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.output_dir / "checkpoints"
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def broadcast(value):
+    """Rank 0's value on every rank (output dir names, build results)."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def on_main_first(build):
+    """Run ``build()`` on rank 0, then on the others (which then find rank 0's cached result)."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    result = build() if rank == 0 else None
+    barrier()
+    return build() if rank != 0 else result
+
+
+def default_output_dir(recipe: str) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{recipe}-{stamp}"
+
+
+def count_samples(shards: list[str]) -> int:
+    """Samples in local shards (distinct keys), for --num_epochs; remote shards need --max_steps."""
+    total = 0
+    for shard in shards:
+        if not os.path.isfile(shard):
+            raise SinkTrainError(f"cannot count samples in remote shard {shard}; pass --max_steps")
+        with tarfile.open(shard) as tar:
+            total += len({member.name.split(".", 1)[0] for member in tar.getmembers() if member.isfile()})
+    return total
+
+
+def run_settings(args, output_dir: Path, hidden_size: int, max_steps: int) -> RunSettings:
+    precision = args.precision or ("bf16" if torch.cuda.is_available() else "fp32")
+    return RunSettings(
+        per_device_batch_size=args.per_device_batch_size, grad_accum=args.grad_accum, lr=args.lr,
+        weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio, max_steps=max_steps,
+        max_grad_norm=args.max_grad_norm, precision=precision, output_dir=str(output_dir), hidden_size=hidden_size,
+    )
+
+
+def resolve_config(args, output_dir: Path, hidden_size: int, world_size: int, shards: list[str]) -> tuple[dict, RunSettings]:
+    raw = load_ds_config(args.ds_config)
+    fields = {f.name for f in dataclasses.fields(RunSettings)}
+    explicit = (set(args.explicit) & fields) | ({"max_steps"} if args.max_steps else set())
+    if args.max_steps is None:  # derive steps from epochs once the global batch is known
+        probe = settings_from_config(resolve_ds_config(raw, run_settings(args, output_dir, hidden_size, 1), explicit, world_size), run_settings(args, output_dir, hidden_size, 1))
+        global_batch = probe.per_device_batch_size * probe.grad_accum * world_size
+        args.max_steps = max(1, math.ceil(args.num_epochs * count_samples(shards) / global_batch))
+    run = run_settings(args, output_dir, hidden_size, args.max_steps)
+    config = resolve_ds_config(raw, run, explicit, world_size)
+    return config, settings_from_config(config, run)
+
+
+def enable_zero3_loading(config: dict, keep_alive: list) -> None:
+    """Make ``from_pretrained`` partition weights at load time (FACTS.md: HfDeepSpeedConfig first)."""
+    if zero_stage(config) == 3:
+        from transformers.integrations import HfDeepSpeedConfig
+
+        keep_alive.append(HfDeepSpeedConfig(config))
+
+
+def setup_run(args, recipe: str) -> Run:
+    deepspeed.init_distributed()
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    setup_logging(rank)
+    model = args.model or str(on_main_first(demo.ensure_demo_model))
+    data = args.data or on_main_first(demo.demo_data_pattern)
+    config = load_config(model)
+    backbone_class(config)  # unsupported architectures fail here, before anything heavy
+    shards = expand_shards(data)
+    check_enough_shards(len(shards), world_size, args.num_workers)
+    output_dir = Path(broadcast(str(args.output_dir or default_output_dir(recipe))))
+    ds_config, settings = resolve_config(args, output_dir, config.text_config.hidden_size, world_size, shards)
+    resume_from = checkpoint.resolve_resume(args.resume, output_dir)
+    run = Run(args, rank, world_size, model, shards, output_dir, ds_config, settings, resume_from)
+    enable_zero3_loading(ds_config, run.keep_alive)
+    if run.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "ds_config.json").write_text(json.dumps(ds_config, indent=2))
+    logger.info("run: %s | model %s | %d shards | %d ranks | %d steps | output %s", recipe, model, len(shards), world_size, settings.max_steps, output_dir)
+    return run

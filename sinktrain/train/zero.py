@@ -1,0 +1,63 @@
+"""ZeRO-3 helpers: create and edit modules whose parameters may be partitioned across ranks.
+
+Outside ZeRO-3 (plain CPU tests, ZeRO-2) both helpers reduce to their obvious meaning, so
+methods call them unconditionally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+from transformers.integrations import deepspeed_config, is_deepspeed_zero3_enabled
+
+
+def init_context():
+    """Context in which new modules are born partitioned when ZeRO-3 is on (else a no-op)."""
+    if is_deepspeed_zero3_enabled():
+        import deepspeed
+
+        return deepspeed.zero.Init(config_dict_or_path=deepspeed_config())
+    return contextlib.nullcontext()
+
+
+def gathered(parameters, modifier_rank: int | None = None):
+    """Full parameters for the duration of the block; rank ``modifier_rank``'s edits persist."""
+    parameters = list(parameters)
+    if parameters and hasattr(parameters[0], "ds_id"):
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(parameters, modifier_rank=modifier_rank)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def copy_parameters(source: nn.Module, target: nn.Module) -> None:
+    """target <- source, parameter by parameter (same architecture), partitioned or not."""
+    pairs = list(zip(source.parameters(), target.parameters(), strict=True))
+    with gathered([p for pair in pairs for p in pair], modifier_rank=0):
+        for src, dst in pairs:
+            dst.data.copy_(src.data)
+
+
+@torch.no_grad()
+def load_state(target: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a (full) state dict into a possibly partitioned module."""
+    params = dict(target.named_parameters())
+    with gathered(params.values(), modifier_rank=0):
+        for name, param in params.items():
+            param.data.copy_(state[name])
+
+
+def is_partitioned(parameter: torch.Tensor) -> bool:
+    return hasattr(parameter, "ds_id")
+
+
+def local_numel(parameter: torch.Tensor) -> int:
+    """Elements this rank stores for a parameter (its ZeRO-3 shard, or all of it)."""
+    return parameter.ds_tensor.numel() if is_partitioned(parameter) else parameter.numel()
+
+
+def full_numel(parameter: torch.Tensor) -> int:
+    return parameter.ds_numel if is_partitioned(parameter) else parameter.numel()
