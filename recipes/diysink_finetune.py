@@ -41,8 +41,9 @@ def main(argv=None) -> None:
     run = setup_run(args, "diysink-finetune")
     backbone = load_backbone(run.model, args.sink_profile, dtype=run.dtype)
     backbone.freeze_vision()
-    attach_dual_mlp(backbone, sink_first=not args.no_sink_first, connector_init=args.connector_init)
-    fit(run, backbone, args.template or backbone.default_template)
+    connector = attach_dual_mlp(backbone, sink_first=not args.no_sink_first, connector_init=args.connector_init)
+    sinks = lambda: {"diysink/sinks_per_image": connector.last_sinks_per_image}  # noqa: E731
+    fit(run, backbone, args.template or backbone.default_template, metrics=sinks)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,7 @@ class StreamState:
 
 def shuffled(samples: Iterator[dict], buffer_size: int, rng: random.Random) -> Iterator[dict]:
     """A seeded shuffle buffer: the same rng gives the same order, which exact resume relies on."""
+    buffer_size = max(buffer_size, 1)  # --shuffle_buffer 0: no shuffling within shards
     buffer: list[dict] = []
     for sample in samples:
         if len(buffer) < buffer_size:
@@ -160,7 +161,16 @@ class ShardStream(IterableDataset):
                 handler=self._broken_tar,
             )
             rng = random.Random(f"{self.seed}-{reader}-{epoch}-buffer")
-            yield from shuffled(iter(tars), self.shuffle_buffer, rng)
+            read = 0
+            for sample in shuffled(iter(tars), self.shuffle_buffer, rng):
+                read += 1
+                yield sample
+            if not read:  # an endless loop over nothing would hang this rank (and so the whole job)
+                raise SinkTrainError(
+                    f"data reader {reader} read no sample from its shards ({', '.join(own)}): they are empty or "
+                    "unreadable (the log above names the errors); regenerate them (tools/make_shards.py) "
+                    "or leave them out of --data"
+                )
             epoch += 1
 
     def _broken_tar(self, error: Exception) -> bool:

@@ -23,6 +23,7 @@ class DualMLPConnector(nn.Module):
         self.f_non = f_non
         self.criterion, self.tau, self.dims = profile.criterion, profile.tau_v, list(profile.vit_dims)
         self.sink_first = sink_first
+        self.last_sinks_per_image = 0.0  # for progress logs: are V-sinks being found?
 
     def sink_mask(self, features: torch.Tensor) -> torch.Tensor:
         return v_sink_mask(features, self.criterion, self.tau, self.dims)
@@ -30,6 +31,7 @@ class DualMLPConnector(nn.Module):
     def forward(self, features: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         """features (B, N, D_vit) -> (B, N, D_llm); weights (B, 2) = [w_sink, w_non] or None."""
         mask = self.sink_mask(features)
+        self.last_sinks_per_image = mask.sum(dim=1).float().mean().item()
         flat, flat_mask = features.reshape(-1, features.shape[-1]), mask.reshape(-1)
         # Both projectors run on every call, even on an empty token set: under ZeRO-3 every rank
         # must gather and reduce the same parameters on every step.

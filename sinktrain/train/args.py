@@ -14,7 +14,7 @@ from sinktrain.train.ds_config import PRECISIONS
 
 # Flags whose defaults differ on the embedded demo: the tiny random model needs a much higher lr
 # than LLaVA-7B finetuning (2e-5) to visibly learn within a minute.
-DEMO_DEFAULTS = {"lr": 2e-3, "max_steps": 60, "per_device_batch_size": 8, "warmup_ratio": 0.05, "save_every": 30}
+DEMO_DEFAULTS = {"lr": 2e-3, "max_steps": 100, "per_device_batch_size": 8, "warmup_ratio": 0.05, "save_every": 50}
 
 
 def common_parser(description: str) -> argparse.ArgumentParser:

@@ -108,11 +108,6 @@ def restore(run: Run, engine) -> tuple[int, StreamState | None]:
         return 0, None
     root, tag = run.resume_from
     state = checkpoint.read_state(root, tag)
-    if state["world_size"] != run.world_size:
-        raise SinkTrainError(
-            f"checkpoint {root / tag} was written by {state['world_size']} ranks, this run has {run.world_size}; "
-            f"resume with --num_gpus {state['world_size']} (ZeRO-3 shards are per rank)"
-        )
     load_path, _ = engine.load_checkpoint(str(root), tag=tag)
     if load_path is None:
         raise SinkTrainError(f"DeepSpeed could not load checkpoint {root / tag}; it may be from another model or ZeRO stage")
@@ -127,7 +122,7 @@ def write_run_info(run: Run, info: dict) -> None:
         (run.output_dir / "run_info.json").write_text(json.dumps({"ranks": everyone}, indent=2))
 
 
-def train_steps(run: Run, engine, loader: DataLoader, start_step: int, stream: StreamState, progress: Progress) -> int:
+def train_steps(run: Run, engine, loader: DataLoader, start_step: int, stream: StreamState, progress: Progress, metrics) -> int:
     settings, args = run.settings, run.args
     batches = iter(loader)
     micro_batches = 0
@@ -147,13 +142,14 @@ def train_steps(run: Run, engine, loader: DataLoader, start_step: int, stream: S
         dist.all_reduce(totals)
         check_bad_fraction(totals[1].item(), totals[2].item(), args.max_bad_fraction)
         show = step % args.log_every == 0 or step == settings.max_steps
-        progress.log(step, totals[0].item() / run.world_size, engine.get_lr()[0], int(totals[2].item()), show)
+        progress.log(step, totals[0].item() / run.world_size, engine.get_lr()[0], int(totals[2].item()), show, metrics())
         if step % args.save_every == 0 or step == settings.max_steps:
             save_checkpoint(run, engine, step, stream)
     return micro_batches
 
 
-def fit(run: Run, backbone: Backbone, template: str) -> Path:
+def fit(run: Run, backbone: Backbone, template: str, metrics=dict) -> Path:
+    """Train until ``max_steps``; ``metrics()`` returns method scalars (rank 0's) to log each step."""
     model = BatchForward(backbone)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
@@ -174,7 +170,7 @@ def fit(run: Run, backbone: Backbone, template: str) -> Path:
         tensorboard_dir(run), run.is_main,
     )
     try:
-        micro_batches = train_steps(run, engine, loader, start_step, stream, progress)
+        micro_batches = train_steps(run, engine, loader, start_step, stream, progress, metrics)
     finally:
         progress.close()
     write_run_info(run, {"rank": run.rank, "start_step": start_step, "end_step": settings.max_steps, "micro_batches": micro_batches, "zero": report})

@@ -24,25 +24,30 @@ class Progress:
 
             self.writer = SummaryWriter(tensorboard_dir)
 
-    def line(self, step: int, loss: float, lr: float, skipped: int) -> str:
+    def line(self, step: int, loss: float, lr: float, skipped: int, extra: dict[str, float]) -> str:
         elapsed = time.perf_counter() - self.started
         done = step - self.start
         rate = done * self.samples_per_step / elapsed if elapsed > 0 else 0.0
         eta = elapsed / done * (self.total - step) if done else 0.0
         text = f"step {step}/{self.total} | loss {loss:.4f} | lr {lr:.2e} | {rate:.1f} samples/s | ETA {format_eta(eta)}"
+        text += "".join(f" | {name.split('/')[-1]} {value:.3g}" for name, value in extra.items())
         return text + (f" | skipped {skipped}" if skipped else "")
 
-    def log(self, step: int, loss: float, lr: float, skipped: int, show: bool) -> None:
+    def log(self, step: int, loss: float, lr: float, skipped: int, show: bool, extra: dict[str, float] | None = None) -> None:
+        """``extra``: method-specific scalars by TensorBoard tag, e.g. {"diysink/sinks_per_image": 2.3}."""
         if not self.enabled:
             return
+        extra = extra or {}
         if show:
-            logger.info(self.line(step, loss, lr, skipped))
+            logger.info(self.line(step, loss, lr, skipped, extra))
         if self.writer is not None:
             elapsed = time.perf_counter() - self.started
             self.writer.add_scalar("train/loss", loss, step)
             self.writer.add_scalar("train/lr", lr, step)
             self.writer.add_scalar("train/samples_per_sec", (step - self.start) * self.samples_per_step / max(elapsed, 1e-9), step)
             self.writer.add_scalar("data/skipped_samples", skipped, step)
+            for tag, value in extra.items():
+                self.writer.add_scalar(tag, value, step)
 
     def close(self) -> None:
         if self.writer is not None:

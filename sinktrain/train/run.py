@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import socket
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +126,28 @@ def enable_zero3_loading(config: dict, keep_alive: list) -> None:
         keep_alive.append(HfDeepSpeedConfig(config))
 
 
+def single_process_env() -> None:
+    """Let ``python recipes/x.py`` run as one rank without a launcher (laptop, debugger)."""
+    if "RANK" in os.environ or "OMPI_COMM_WORLD_RANK" in os.environ:
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def check_resumable(resume_from: tuple[Path, str], world_size: int) -> None:
+    root, tag = resume_from
+    saved = checkpoint.read_state(root, tag)["world_size"]
+    if saved != world_size:
+        raise SinkTrainError(
+            f"checkpoint {root / tag} was written by {saved} ranks, this run has {world_size}; resume with "
+            f"{saved} ranks (deepspeed --num_gpus {saved}): ZeRO-3 optimizer shards are per rank"
+        )
+
+
 def setup_run(args, recipe: str) -> Run:
+    single_process_env()
     deepspeed.init_distributed()
     rank, world_size = dist.get_rank(), dist.get_world_size()
     setup_logging(rank)
@@ -138,6 +160,13 @@ def setup_run(args, recipe: str) -> Run:
     output_dir = Path(broadcast(str(args.output_dir or default_output_dir(recipe))))
     ds_config, settings = resolve_config(args, output_dir, config.text_config.hidden_size, world_size, shards)
     resume_from = checkpoint.resolve_resume(args.resume, output_dir)
+    if resume_from is not None:
+        check_resumable(resume_from, world_size)
+    if args.resume is None and checkpoint.latest(output_dir / "checkpoints"):
+        raise SinkTrainError(
+            f"{output_dir} already holds checkpoints; pass --resume auto to continue that run, or choose a "
+            "new --output_dir (nothing was overwritten)"
+        )
     run = Run(args, rank, world_size, model, shards, output_dir, ds_config, settings, resume_from)
     enable_zero3_loading(ds_config, run.keep_alive)
     if run.is_main:
