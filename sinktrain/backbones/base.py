@@ -112,7 +112,7 @@ class Backbone(ABC):
                 f"to {self.num_image_tokens} tokens"
             )
         embeds = embeds.masked_scatter(slots.unsqueeze(-1), used.reshape(-1, used.shape[-1]))
-        return embeds + 0.0 * images[~batch.has_image].sum()
+        return embeds
 
     def forward(self, batch: Batch):
         """Language-model forward on a collated batch; returns the HF output (loss, logits)."""

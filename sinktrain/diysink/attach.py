@@ -41,4 +41,15 @@ def load_connector_weights(connector: DualMLPConnector, path: str) -> None:
             f"--connector_init {path} holds keys {sorted(state)[:4]}..., expected {sorted(expected)}; "
             "save it from a DualMLP connector of this backbone (stage-1 pretraining writes one)"
         )
+    # copy_ broadcasts, so a wrong shape could load silently; ds_shape is the full shape under ZeRO-3.
+    wrong = [
+        f"{name} {list(state[name].shape)} (expected {list(getattr(p, 'ds_shape', p.shape))})"
+        for name, p in connector.named_parameters()
+        if tuple(state[name].shape) != tuple(getattr(p, "ds_shape", p.shape))
+    ]
+    if wrong:
+        raise SinkTrainError(
+            f"--connector_init {path} has tensors of the wrong shape: {', '.join(wrong)}; "
+            "save it from a DualMLP connector of this backbone (stage-1 pretraining writes one)"
+        )
     load_state(connector, state)

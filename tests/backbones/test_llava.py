@@ -27,6 +27,8 @@ from sinktrain.errors import SinkTrainError
 from sinktrain.sinks import v_sink_mask
 
 ATOL = 1e-5  # fp32 on CPU: the neutral paths agree to rounding
+# Connector outputs of sink tokens are large (~100); batched vs per-image matmuls differ by rounding.
+EMBED_TOL = dict(atol=1e-5, rtol=1e-4)
 
 
 # -- fixtures and helpers ----------------------------------------------------------------------
@@ -290,7 +292,7 @@ def test_sink_first_image_embeddings(backbone, samples):
         # The perturbation matters: on sink tokens the two projectors now disagree.
         assert (connector.f_sink(features[mask]) - connector.f_non(features[mask])).abs().max() > 0.01
         expected = sink_first_expected(connector, features, mask)
-        torch.testing.assert_close(backbone.image_embeddings(batch.pixel_values), expected, atol=ATOL, rtol=0)
+        torch.testing.assert_close(backbone.image_embeddings(batch.pixel_values), expected, **EMBED_TOL)
 
         slots = batch.input_ids == backbone.image_token_id
         store, handle = capture_llm_inputs(backbone)
@@ -302,7 +304,7 @@ def test_sink_first_image_embeddings(backbone, samples):
     assert len(store) == 2
     for embeds in store:  # our forward and HF's own path both see the sink-first sequence
         seen = embeds[slots].reshape(len(chosen), backbone.num_image_tokens, -1)
-        torch.testing.assert_close(seen, expected, atol=ATOL, rtol=0)
+        torch.testing.assert_close(seen, expected, **EMBED_TOL)
 
 
 def test_sink_first_off_keeps_positions(backbone, images):
@@ -312,8 +314,8 @@ def test_sink_first_off_keeps_positions(backbone, images):
         features = backbone.vision_features(backbone.preprocess_images(images[:4]))
         mask = profile_mask(backbone, features)
         out = connector(features)
-        torch.testing.assert_close(out[mask], connector.f_sink(features[mask]), atol=ATOL, rtol=0)
-        torch.testing.assert_close(out[~mask], connector.f_non(features[~mask]), atol=ATOL, rtol=0)
+        torch.testing.assert_close(out[mask], connector.f_sink(features[mask]), **EMBED_TOL)
+        torch.testing.assert_close(out[~mask], connector.f_non(features[~mask]), **EMBED_TOL)
 
 
 def test_weights_scale_the_groups(backbone, images):
@@ -324,12 +326,12 @@ def test_weights_scale_the_groups(backbone, images):
         features = backbone.vision_features(backbone.preprocess_images(images[:3]))
         mask = profile_mask(backbone, features)
         expected = sink_first_expected(connector, features, mask, weights)
-        torch.testing.assert_close(connector(features, weights), expected, atol=ATOL, rtol=0)
+        torch.testing.assert_close(connector(features, weights), expected, **EMBED_TOL)
         unweighted = connector(features)
     # Image 1 has w_sink 0: its leading (sink) rows vanish, the rest triple.
     n_sink = int(mask[1].sum())
     assert connector(features, weights)[1, :n_sink].abs().max() == 0
-    torch.testing.assert_close(connector(features, weights)[1, n_sink:], 3 * unweighted[1, n_sink:])
+    torch.testing.assert_close(connector(features, weights)[1, n_sink:], 3 * unweighted[1, n_sink:], **EMBED_TOL)
 
 
 # -- gradients and freezing --------------------------------------------------------------------

@@ -1,0 +1,73 @@
+"""Bad input to a recipe fails early, exits 2, and says what is wrong and how to fix it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import LlamaConfig, LlamaForCausalLM
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "diysink_finetune.py"
+
+
+def recipe(*flags):
+    done = subprocess.run([sys.executable, str(RECIPE), *flags], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return done.returncode, done.stderr
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("llama")
+    config = LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=64)
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+def test_unsupported_architecture_names_the_supported_ones(llama_dir):
+    code, err = recipe("--model", str(llama_dir))
+    assert code == 2 and "'llama'" in err and "llava (LlavaForConditionalGeneration)" in err
+
+
+def test_model_path_that_is_no_model(tmp_path):
+    code, err = recipe("--model", str(tmp_path / "nothing"))
+    assert code == 2 and "cannot load a model config" in err
+
+
+def test_data_matching_no_shard(tmp_path):
+    code, err = recipe("--data", str(tmp_path / "{000000..000003}.tar"))
+    assert code == 2 and "matches no shard" in err and "tools/make_shards.py" in err
+
+
+def test_fewer_shards_than_readers():
+    code, err = recipe("--num_workers", "9")  # the demo has 8 shards
+    assert code == 2 and "8 shards for 1 ranks x 9 data workers" in err and "--num_workers" in err
+
+
+def test_ds_config_that_does_not_parse(tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"train_batch_size": "auto",,}')
+    code, err = recipe("--ds_config", str(broken))
+    assert code == 2 and "line 1" in err
+
+
+def test_ds_config_contradicting_a_flag(tmp_path):
+    config = json.loads((ROOT / "ds_configs" / "zero3.json").read_text())
+    config["optimizer"]["params"]["lr"] = 1e-4
+    path = tmp_path / "fixed_lr.json"
+    path.write_text(json.dumps(config))
+    code, err = recipe("--ds_config", str(path), "--lr", "1e-3")
+    assert code == 2 and "optimizer.params.lr" in err and "--lr" in err
+
+
+def test_missing_sink_profile_file():
+    code, err = recipe("--sink_profile", "no/such/profile.json")
+    assert code == 2 and "tools/find_sink_dims.py" in err
+
+
+def test_existing_checkpoints_are_not_overwritten(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "latest").write_text("step_000010")
+    code, err = recipe("--output_dir", str(tmp_path))
+    assert code == 2 and "--resume auto" in err and "nothing was overwritten" in err
