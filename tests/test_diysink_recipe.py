@@ -56,6 +56,7 @@ def test_zero3_really_partitions_and_ranks_agree(demo_run):
         zero = info["zero"]
         assert zero["partitioned"] == zero["parameters"]
         assert zero["local_elements"] <= zero["full_elements"] / 2 + zero["parameters"]  # half each, plus padding
+        assert info["zero_at_load"]["partitioned"] == zero["parameters"]  # partitioned by from_pretrained
     assert ranks[0]["micro_batches"] == ranks[1]["micro_batches"] == 100
 
 

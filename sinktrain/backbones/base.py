@@ -98,8 +98,9 @@ class Backbone(ABC):
         """Token embeddings with image-token slots replaced by connector outputs.
 
         Every sample's image goes through the vision path, text-only ones too (with a blank image
-        and a zero-weighted contribution): under ZeRO-3 every rank must run the same modules and
-        produce gradients for the same parameters, or the collectives hang.
+        whose embeddings are not used, so their gradient is zero but present): under ZeRO-3 every
+        rank must run the same modules and produce gradients for the same parameters, or the
+        collectives hang.
         """
         embeds = self.model.get_input_embeddings()(batch.input_ids)
         images = self.image_embeddings(batch.pixel_values).to(embeds.dtype)

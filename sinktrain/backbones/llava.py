@@ -13,6 +13,7 @@ from torch import nn
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from sinktrain.backbones.base import Backbone
+from sinktrain.errors import SinkTrainError
 from sinktrain.train.zero import init_context
 
 
@@ -72,6 +73,12 @@ class LlavaBackbone(Backbone):
 
     def __init__(self, model, processor, sink_profile):
         super().__init__(model, processor, sink_profile)
+        if sink_profile.vit_layer != model.config.vision_feature_layer:
+            raise SinkTrainError(
+                f"sink profile {sink_profile.name!r} reads V-sinks at vision layer {sink_profile.vit_layer}, but this "
+                f"LLaVA feeds its projector from layer {model.config.vision_feature_layer}; profile the layer the "
+                "projector reads (tools/find_sink_dims.py does) or fix vit_layer"
+            )
         self._num_image_tokens = self._count_processor_image_tokens()
 
     @property

@@ -154,6 +154,7 @@ def fit(run: Run, backbone: Backbone, template: str, metrics=dict) -> Path:
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise SinkTrainError("nothing to train: every parameter is frozen")
+    at_load = partition_report(model)  # ZeRO-3 must partition in from_pretrained, not only here
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=trainable, config=run.ds_config)
     report = partition_report(model)
     logger.info(
@@ -173,7 +174,7 @@ def fit(run: Run, backbone: Backbone, template: str, metrics=dict) -> Path:
         micro_batches = train_steps(run, engine, loader, start_step, stream, progress, metrics)
     finally:
         progress.close()
-    write_run_info(run, {"rank": run.rank, "start_step": start_step, "end_step": settings.max_steps, "micro_batches": micro_batches, "zero": report})
+    write_run_info(run, {"rank": run.rank, "start_step": start_step, "end_step": settings.max_steps, "micro_batches": micro_batches, "zero": report, "zero_at_load": at_load})
     final = run.checkpoint_root / checkpoint.step_tag(settings.max_steps)
     logger.info("done: checkpoint %s | TensorBoard: tensorboard --logdir %s", final, tensorboard_dir(run))
     return final

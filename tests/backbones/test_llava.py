@@ -8,6 +8,7 @@ Run:
 """
 
 import io
+import json
 
 import pytest
 import torch
@@ -424,3 +425,11 @@ def test_connector_init_loads_a_saved_connector(backbone, demo_model_dir, tmp_pa
     loaded = dict(connector.named_parameters())
     for name, value in donor.state_dict().items():
         assert torch.equal(loaded[name], value), name
+
+
+def test_profile_read_at_another_vision_layer_is_refused(demo_model_dir, tmp_path):
+    wrong_layer = tmp_path / "profile.json"
+    data = json.loads((demo_model_dir / "sink_profile.json").read_text())
+    wrong_layer.write_text(json.dumps({**data, "vit_layer": -1}))
+    with pytest.raises(SinkTrainError, match="feeds its projector from layer -2"):
+        load_backbone(str(demo_model_dir), sink_profile=str(wrong_layer))
