@@ -185,6 +185,15 @@ def test_each_epoch_is_the_same_set_in_a_new_seeded_order(tmp_path, buffer):
     assert draw(seed=4) != keys_drawn
 
 
+def test_each_epoch_walks_the_shards_in_a_new_seeded_order(tmp_path):
+    shards, keys = write_sized(tmp_path, [2, 2, 2, 2])
+    stream = ShardStream(shards, key_of, rank=0, world_size=1, num_workers=1, seed=0, shuffle_buffer=1)
+    drawn = [s["key"] for s in islice(iter(stream), 8 * 6)]
+    orders = {tuple(k[: k.index("_")] for k in drawn[e * 8 : (e + 1) * 8 : 2]) for e in range(6)}
+    assert all(sorted(order) == ["s0", "s1", "s2", "s3"] for order in orders)
+    assert len(orders) > 1
+
+
 def test_shuffle_buffer_zero_keeps_the_shard_order(tmp_path):
     shards, keys = write_sized(tmp_path, [6])
     stream = ShardStream(shards, key_of, rank=0, world_size=1, num_workers=1, shuffle_buffer=0)
@@ -359,7 +368,8 @@ def test_broken_samples_are_skipped_counted_and_logged(tmp_path, processor, num_
             for i in range(3)]
     good.append(({"id": "txt", "conversations": chat("How many cats?", "Two cats.")}, None, None))
     corrupt = ({"id": "corruptimg", "conversations": chat(question, "A cube.")}, b"not a png", "png")
-    first = write_shards(good[:2] + [corrupt] + good[2:], str(tmp_path / "a-%06d.tar"), 10)[0]
+    truncated = ({"id": "truncated", "conversations": chat(question, "A cube.")}, png((64, 64))[:60], "png")
+    first = write_shards(good[:2] + [corrupt] + good[2:3] + [truncated] + good[3:], str(tmp_path / "a-%06d.tar"), 10)[0]
     second = str(tmp_path / "b-000000.tar")
     with wds.TarWriter(second) as tar:  # write_shards only writes valid JSON, so hand-write this one
         tar.write({"__key__": "badjson", "json": b"{not json"})
@@ -368,22 +378,23 @@ def test_broken_samples_are_skipped_counted_and_logged(tmp_path, processor, num_
 
     stream = ShardStream([first, second], Keyed(encoder(processor, num_image_tokens, 512)), rank=0, world_size=1,
                          num_workers=1, seed=0, shuffle_buffer=1)
-    samples = list(islice(iter(stream), 5))  # one epoch: 7 raw samples, 2 broken
+    samples = list(islice(iter(stream), 5))  # one epoch: 8 raw samples, 3 broken
 
     assert sorted(s["key"] for s in samples) == ["img0", "img1", "img2", "img9", "txt"]
-    skipped = sorted(set(range(7)) - {s["index"] for s in samples})
-    assert len(skipped) == 2
+    skipped = sorted(set(range(8)) - {s["index"] for s in samples})
+    assert len(skipped) == 3
     for s in samples:
         assert s["bad"] == sum(i < s["index"] for i in skipped)
         image_tokens = int((s["input_ids"] == processor.tokenizer.convert_tokens_to_ids("<image>")).sum())
         assert s["has_image"] == (s["key"] != "txt")
         assert image_tokens == (num_image_tokens if s["has_image"] else 0)
         assert s["pixel_values"].shape == (3, 64, 64)
-    assert next(iter(islice(iter(stream), 5, 6)))["bad"] == 2  # the next epoch starts with both counted
+    assert next(iter(islice(iter(stream), 5, 6)))["bad"] == 3  # the next epoch starts with all counted
 
     messages = [r.getMessage() for r in sinktrain_warnings.records if r.levelno == logging.WARNING]
     assert any("corruptimg" in m and first in m and "undecodable image" in m for m in messages)
     assert any("badjson" in m and second in m and "no readable LLaVA record" in m for m in messages)
+    assert any("truncated" in m and first in m and "undecodable image" in m for m in messages)
 
 
 def test_over_long_samples_are_skipped_or_truncated(tmp_path, processor, num_image_tokens, sinktrain_warnings):
