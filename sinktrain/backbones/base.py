@@ -46,6 +46,7 @@ class Backbone(ABC):
         self.model = model
         self.processor = processor
         self.sink_profile = sink_profile
+        self.batch_hooks: list = []  # methods that need the batch before a forward (LSG positions)
 
     # -- structure -------------------------------------------------------------------------
     @property
@@ -117,6 +118,8 @@ class Backbone(ABC):
 
     def forward(self, batch: Batch):
         """Language-model forward on a collated batch; returns the HF output (loss, logits)."""
+        for hook in self.batch_hooks:
+            hook(batch)
         return self.model(
             inputs_embeds=self.embed_inputs(batch),
             attention_mask=batch.attention_mask,
