@@ -24,7 +24,7 @@ from sinktrain.backbones.registry import load_backbone  # noqa: E402
 from sinktrain.diysink.attach import attach_dual_mlp  # noqa: E402
 from sinktrain.recipe import main_guard  # noqa: E402
 from sinktrain.train.args import common_parser, parse  # noqa: E402
-from sinktrain.train.loop import fit  # noqa: E402
+from sinktrain.train.loop import MethodHooks, fit  # noqa: E402
 from sinktrain.train.run import setup_run  # noqa: E402
 
 
@@ -42,8 +42,8 @@ def main(argv=None) -> None:
     backbone = load_backbone(run.model, args.sink_profile, dtype=run.dtype)
     backbone.freeze_vision()
     connector = attach_dual_mlp(backbone, sink_first=not args.no_sink_first, connector_init=args.connector_init)
-    sinks = lambda: {"diysink/sinks_per_image": connector.last_sinks_per_image}  # noqa: E731
-    fit(run, backbone, args.template or backbone.default_template, metrics=sinks)
+    hooks = MethodHooks(metrics=lambda: {"diysink/sinks_per_image": connector.last_sinks_per_image})
+    fit(run, backbone, args.template or backbone.default_template, hooks)
 
 
 if __name__ == "__main__":

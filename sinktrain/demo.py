@@ -178,6 +178,47 @@ def ensure_demo_model() -> Path:
 
 
 DEMO_SAMPLES, DEMO_SHARDS = 2400, 8
+PRETRAIN_STEPS, PRETRAIN_BATCH, PRETRAIN_LR = 300, 16, 2e-3
+
+
+def demo_trained_model_dir() -> Path:
+    return cache_dir() / f"demo-llava-trained-v{DEMO_VERSION}"
+
+
+def pretrain_demo_model(out_dir: Path) -> None:
+    """The tiny LLaVA after a short LLaVA-style finetune (ViT frozen) on the demo shards.
+
+    Methods that act on a trained model (LSG gates, evaluation, the oracle sweep) need one whose
+    answers depend on the image; the random demo model is the starting point of finetuning.
+    """
+    from torch.utils.data import DataLoader
+
+    from sinktrain.backbones.registry import load_backbone
+    from sinktrain.data.collate import Collator
+    from sinktrain.data.encode import SampleEncoder
+    from sinktrain.data.stream import ShardStream, expand_shards
+
+    backbone = load_backbone(str(ensure_demo_model()))
+    backbone.freeze_vision()
+    encoder = SampleEncoder(backbone.tokenizer, backbone.preprocess_images, "v1", backbone.image_token_id, backbone.num_image_tokens, 512)
+    stream = ShardStream(expand_shards(demo_data_pattern()), encoder, rank=0, world_size=1, num_workers=0, seed=SEED)
+    batches = iter(DataLoader(stream, batch_size=PRETRAIN_BATCH, collate_fn=Collator(backbone.tokenizer.pad_token_id)))
+    optimizer = torch.optim.AdamW([p for p in backbone.model.parameters() if p.requires_grad], lr=PRETRAIN_LR)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / PRETRAIN_STEPS)
+    backbone.model.train()
+    for _ in range(PRETRAIN_STEPS):
+        loss = backbone.forward(next(batches)[0]).loss
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+    backbone.model.eval().save_pretrained(out_dir)
+    backbone.processor.save_pretrained(out_dir)
+    save_profile(backbone.sink_profile, out_dir / PROFILE_FILE)
+
+
+def ensure_demo_trained_model() -> Path:
+    return build_once(demo_trained_model_dir(), pretrain_demo_model)
 
 
 def ensure_demo_shards() -> Path:
@@ -190,10 +231,28 @@ def ensure_demo_shards() -> Path:
     return target
 
 
+EVAL_SAMPLES, EVAL_SHARDS, EVAL_SEED = 400, 2, 1  # held out: another seed than the training shards
+
+
+def demo_eval_dir() -> Path:
+    return cache_dir() / f"demo-eval-v{DEMO_VERSION}"
+
+
+def demo_eval_pattern() -> str:
+    """Held-out demo shards with answers and task categories, for tools/evaluate.py."""
+    from sinktrain.data.shards import write_demo_shards
+
+    target = demo_eval_dir()
+    if not target.is_dir():
+        write_demo_shards(str(target), EVAL_SAMPLES, EVAL_SHARDS, EVAL_SEED)
+    return str(target / ("demo-{000000..%06d}.tar" % (EVAL_SHARDS - 1)))
+
+
 def demo_data_pattern() -> str:
     return str(ensure_demo_shards() / ("demo-{000000..%06d}.tar" % (DEMO_SHARDS - 1)))
 
 
 if __name__ == "__main__":
     print("demo model: ", ensure_demo_model())
+    print("trained:    ", ensure_demo_trained_model())
     print("demo shards:", demo_data_pattern())

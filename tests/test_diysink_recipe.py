@@ -7,6 +7,7 @@ micro-batches, checkpoints are written, TensorBoard holds the loss, and `--resum
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,14 @@ RECIPE = ROOT / "recipes" / "diysink_finetune.py"
 pytestmark = pytest.mark.multiprocess
 
 
+def free_port() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
 def deepspeed(*flags, timeout=600):
-    command = ["deepspeed", "--num_gpus", "2", str(RECIPE), "--ds_config", "ds_configs/zero3.json", *flags]
+    command = ["deepspeed", "--num_gpus", "2", "--master_port", free_port(), str(RECIPE), "--ds_config", "ds_configs/zero3.json", *flags]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return done.stdout

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import deepspeed
 import torch
@@ -89,14 +91,15 @@ def check_bad_fraction(seen: float, bad: float, limit: float) -> None:
         )
 
 
-def save_checkpoint(run: Run, engine, step: int, local: StreamState) -> Path:
+def save_checkpoint(run: Run, engine, step: int, local: StreamState, extra_save) -> Path:
     stream = gather_stream_state(local)
     state = {"step": step, "world_size": run.world_size, "stream": stream.to_dict()}
-    path = checkpoint.save(
-        run.checkpoint_root, step,
-        lambda root, tag: engine.save_checkpoint(str(root), tag=tag, save_latest=False),
-        state, run.args.keep_checkpoints, run.is_main, barrier,
-    )
+
+    def write(root: Path, tag: str) -> None:
+        engine.save_checkpoint(str(root), tag=tag, save_latest=False)
+        extra_save(root / tag)  # method artefacts (e.g. LSG gates) land in the same atomic checkpoint
+
+    path = checkpoint.save(run.checkpoint_root, step, write, state, run.args.keep_checkpoints, run.is_main, barrier)
     logger.info("saved checkpoint %s", path)
     return path
 
@@ -122,7 +125,7 @@ def write_run_info(run: Run, info: dict) -> None:
         (run.output_dir / "run_info.json").write_text(json.dumps({"ranks": everyone}, indent=2))
 
 
-def train_steps(run: Run, engine, loader: DataLoader, start_step: int, stream: StreamState, progress: Progress, metrics) -> int:
+def train_steps(run: Run, engine, loader: DataLoader, start_step: int, stream: StreamState, progress: Progress, hooks: "MethodHooks") -> int:
     settings, args = run.settings, run.args
     batches = iter(loader)
     micro_batches = 0
@@ -142,14 +145,25 @@ def train_steps(run: Run, engine, loader: DataLoader, start_step: int, stream: S
         dist.all_reduce(totals)
         check_bad_fraction(totals[1].item(), totals[2].item(), args.max_bad_fraction)
         show = step % args.log_every == 0 or step == settings.max_steps
-        progress.log(step, totals[0].item() / run.world_size, engine.get_lr()[0], int(totals[2].item()), show, metrics())
+        progress.log(step, totals[0].item() / run.world_size, engine.get_lr()[0], int(totals[2].item()), show, hooks.metrics())
         if step % args.save_every == 0 or step == settings.max_steps:
-            save_checkpoint(run, engine, step, stream)
+            save_checkpoint(run, engine, step, stream, hooks.extra_save)
     return micro_batches
 
 
-def fit(run: Run, backbone: Backbone, template: str, metrics=dict) -> Path:
-    """Train until ``max_steps``; ``metrics()`` returns method scalars (rank 0's) to log each step."""
+@dataclass
+class MethodHooks:
+    """What a method adds to the shared loop."""
+
+    # tag -> float (a scalar) or 1-D tensor (a histogram, its mean shown in the progress line)
+    metrics: Callable[[], dict] = dict
+    # called on every rank with each checkpoint's staging directory, before it is published
+    extra_save: Callable[[Path], None] = lambda directory: None
+
+
+def fit(run: Run, backbone: Backbone, template: str, hooks: MethodHooks | None = None) -> Path:
+    """Train until ``max_steps`` and return the final checkpoint's directory."""
+    hooks = hooks or MethodHooks()
     model = BatchForward(backbone)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
@@ -171,7 +185,7 @@ def fit(run: Run, backbone: Backbone, template: str, metrics=dict) -> Path:
         tensorboard_dir(run), run.is_main,
     )
     try:
-        micro_batches = train_steps(run, engine, loader, start_step, stream, progress, metrics)
+        micro_batches = train_steps(run, engine, loader, start_step, stream, progress, hooks)
     finally:
         progress.close()
     write_run_info(run, {"rank": run.rank, "start_step": start_step, "end_step": settings.max_steps, "micro_batches": micro_batches, "zero": report, "zero_at_load": at_load})

@@ -30,7 +30,7 @@ class Progress:
         rate = done * self.samples_per_step / elapsed if elapsed > 0 else 0.0
         eta = elapsed / done * (self.total - step) if done else 0.0
         text = f"step {step}/{self.total} | loss {loss:.4f} | lr {lr:.2e} | {rate:.1f} samples/s | ETA {format_eta(eta)}"
-        text += "".join(f" | {name.split('/')[-1]} {value:.3g}" for name, value in extra.items())
+        text += "".join(f" | {name.split('/')[-1]} {float(value.float().mean()) if hasattr(value, 'mean') else value:.3g}" for name, value in extra.items())
         return text + (f" | skipped {skipped}" if skipped else "")
 
     def log(self, step: int, loss: float, lr: float, skipped: int, show: bool, extra: dict[str, float] | None = None) -> None:
@@ -47,7 +47,11 @@ class Progress:
             self.writer.add_scalar("train/samples_per_sec", (step - self.start) * self.samples_per_step / max(elapsed, 1e-9), step)
             self.writer.add_scalar("data/skipped_samples", skipped, step)
             for tag, value in extra.items():
-                self.writer.add_scalar(tag, value, step)
+                if hasattr(value, "numel"):  # a tensor: one histogram per step
+                    self.writer.add_histogram(tag, value.float().cpu(), step)
+                    self.writer.add_scalar(f"{tag}_mean", float(value.float().mean()), step)
+                else:
+                    self.writer.add_scalar(tag, value, step)
 
     def close(self) -> None:
         if self.writer is not None:
