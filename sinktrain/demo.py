@@ -53,6 +53,19 @@ CANDIDATE_BIAS = (3.0, 0.9, -1.0, -0.6)
 NEURON_GAIN = 16.0  # a steep neuron: candidates are clearly on or off, rarely in between
 SINK_GAIN = 20.0  # sinks reach ~150-1000 in SINK_DIM; ordinary tokens stay below ~3 (rarely ~30)
 TAU_V = 60.0  # inside the empty gap of the log-magnitude histogram (~30 to ~150 on demo data)
+NON_CANDIDATE_MARKER = -4.0  # below every candidate
+
+# The planted L-sink circuit (LLM-emerged sinks, like LLaMA-2's channels 2533 / 1415). A second
+# ViT marker channel (position bias + brightness, as above) marks four edge patches; where it is
+# high, one projector neuron lifts LLM channel L_MARKER_DIM, and an MLP neuron of LLM layer
+# L_SINK_LAYER reads that channel and writes massive values into LLM_SINK_DIMS, from layer 2 on.
+L_CANDIDATE_PATCHES = (3, 24, 39, 60)  # edge midpoints, never V-sink candidates
+L_CANDIDATE_BIAS = (3.0, 0.9, -1.0, -0.6)
+VIT_L_MARKER_DIM, L_MARKER_THRESHOLD = 9, 0.0
+L_MARKER_DIM, PROJECTOR_NEURON, LLM_NEURON, L_SINK_LAYER = 7, 0, 0, 1
+LLM_SINK_DIMS = (93, 17)  # primary first, as profiles list them
+L_NEURON_GAIN = 2.0
+TAU_L = 5.0  # after weightless RMSNorm; the ceiling is sqrt(128 / 2) = 8 for two massive dims
 
 
 def cache_dir() -> Path:
@@ -73,15 +86,34 @@ def plant_v_sinks(vision_tower) -> None:
     mlp = vision_tower.encoder.layers[SINK_LAYER].mlp
     patch_pixels = embeddings.patch_embedding.weight[MARKER_DIM].numel()
     with torch.no_grad():
-        embeddings.patch_embedding.weight[MARKER_DIM] = 1.0 / patch_pixels  # mean brightness
-        embeddings.position_embedding.weight[:, MARKER_DIM] = -4.0  # non-candidates: never
-        for patch, bias in zip(CANDIDATE_PATCHES, CANDIDATE_BIAS):
-            embeddings.position_embedding.weight[patch + 1, MARKER_DIM] = bias  # +1: CLS is position 0
+        for dim, patches, biases in ((MARKER_DIM, CANDIDATE_PATCHES, CANDIDATE_BIAS), (VIT_L_MARKER_DIM, L_CANDIDATE_PATCHES, L_CANDIDATE_BIAS)):
+            embeddings.patch_embedding.weight[dim] = 1.0 / patch_pixels  # mean brightness
+            embeddings.position_embedding.weight[:, dim] = NON_CANDIDATE_MARKER
+            for patch, bias in zip(patches, biases):
+                embeddings.position_embedding.weight[patch + 1, dim] = bias  # +1: CLS is position 0
         mlp.fc1.weight[SINK_NEURON] = 0.0
         mlp.fc1.weight[SINK_NEURON, MARKER_DIM] = NEURON_GAIN
         mlp.fc1.bias[SINK_NEURON] = 0.0
         mlp.fc2.weight[:, SINK_NEURON] = 0.0
         mlp.fc2.weight[SINK_DIM, SINK_NEURON] = SINK_GAIN
+
+
+def plant_l_sinks(model) -> None:
+    """Plant the L-sink circuit described above into the projector and the LLM."""
+    projector = model.model.multi_modal_projector
+    mlp = model.model.language_model.layers[L_SINK_LAYER].mlp
+    with torch.no_grad():
+        projector.linear_1.weight[PROJECTOR_NEURON] = 0.0
+        projector.linear_1.weight[PROJECTOR_NEURON, VIT_L_MARKER_DIM] = 4.0
+        projector.linear_1.bias[PROJECTOR_NEURON] = -4.0 * L_MARKER_THRESHOLD
+        projector.linear_2.weight[:, PROJECTOR_NEURON] = 0.0
+        projector.linear_2.weight[L_MARKER_DIM, PROJECTOR_NEURON] = 1.0
+        projector.linear_2.bias[L_MARKER_DIM] = -3.0  # other visual tokens: clearly negative
+        for proj in (mlp.gate_proj, mlp.up_proj):  # up = gate: the neuron outputs silu(g) * g
+            proj.weight[LLM_NEURON] = 0.0
+            proj.weight[LLM_NEURON, L_MARKER_DIM] = L_NEURON_GAIN
+        mlp.down_proj.weight[:, LLM_NEURON] = 0.0
+        mlp.down_proj.weight[list(LLM_SINK_DIMS), LLM_NEURON] = 1.0
 
 
 def demo_profile() -> SinkProfile:
@@ -92,6 +124,8 @@ def demo_profile() -> SinkProfile:
         vit_layer=-2,
         criterion="dim_threshold",
         tau_v=TAU_V,
+        llm_dims=list(LLM_SINK_DIMS),
+        tau_l=TAU_L,
         hidden_size_vit=VIT_HIDDEN,
         hidden_size_llm=LLM_HIDDEN,
     )
@@ -143,6 +177,7 @@ def build_demo_model(out_dir: Path) -> None:
     torch.manual_seed(SEED)
     model = LlavaForConditionalGeneration(demo_config(tokenizer)).eval()
     plant_v_sinks(model.model.vision_tower)
+    plant_l_sinks(model)
     model.save_pretrained(out_dir)
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},

@@ -1,5 +1,8 @@
 """LSG invariants on the tiny demo LLaVA: neutral at init, key scaling as the formula says, KV cache."""
 
+import io
+import json
+
 import pytest
 import torch
 from transformers import LlavaForConditionalGeneration
@@ -9,7 +12,9 @@ from sinktrain.backbones.registry import load_backbone
 from sinktrain.errors import SinkTrainError
 from sinktrain.lsg.gate import SinkGate
 from sinktrain.lsg.gating import LayerGating
-from sinktrain.lsg.keys import TEXT, V_SINK, key_scale, visual_groups
+from sinktrain import demo
+from sinktrain.lsg.keys import L_SINK, ORDINARY, TEXT, V_SINK, key_scale, visual_groups
+from sinktrain.sinks import l_sink_mask
 
 LAYERS = [1, 2]
 
@@ -140,9 +145,47 @@ def test_generate_with_cache_equals_full_recompute(demo_model_dir, prompt):
     assert torch.equal(cached, ids)
 
 
-def test_bad_layers_and_groups(demo_model_dir):
+def test_bad_layers_and_groups(demo_model_dir, tmp_path):
     backbone = load_backbone(str(demo_model_dir))
     with pytest.raises(SinkTrainError, match=r"out of range: this LLM has 4 decoder layers \(0..3\)"):
         LayerGating(backbone, [7])
+    profile = json.loads((demo_model_dir / "sink_profile.json").read_text())
+    (tmp_path / "no_llm.json").write_text(json.dumps({**profile, "llm_dims": [], "tau_l": None}))
+    without_llm_dims = load_backbone(str(demo_model_dir), sink_profile=str(tmp_path / "no_llm.json"))
     with pytest.raises(SinkTrainError, match="--groups 3 needs LLM sink dims"):
-        LayerGating(backbone, [1], groups=3)
+        LayerGating(without_llm_dims, [1], groups=3)
+
+
+def planted_l_sinks(backbone, inputs):
+    """Ground truth: visual tokens where the planted LLM neuron fired, minus V-sinks."""
+    captured = {}
+    mlp = backbone.model.model.language_model.layers[demo.L_SINK_LAYER].mlp
+    hook = mlp.gate_proj.register_forward_hook(lambda m, i, o: captured.__setitem__("g", o[..., demo.LLM_NEURON]))
+    with torch.no_grad():
+        hidden = backbone.model(**inputs, output_hidden_states=True).hidden_states
+    hook.remove()
+    return captured["g"] > 0, hidden
+
+
+def test_three_groups_find_exactly_the_planted_l_sinks(demo_model_dir):
+    from PIL import Image
+
+    from sinktrain.data.scenes import demo_samples
+
+    backbone, gating = gated(demo_model_dir, layers=[2, 3], groups=3)
+    images = [Image.open(io.BytesIO(png)) for _, png in demo_samples(40, seed=5) if png]
+    ids = torch.tensor([[1] + [backbone.image_token_id] * backbone.num_image_tokens + [5, 6]] * len(images))
+    inputs = {"input_ids": ids, "pixel_values": backbone.preprocess_images(images)}
+    gating.prepare(ids)
+    fired, hidden = planted_l_sinks(backbone, inputs)
+    prepared = gating.prepared
+    truth = fired & prepared.visual & ~prepared.v_sinks
+    assert truth.sum(1).float().mean() >= 1.0  # the fixture has L-sinks to find
+    profile = backbone.sink_profile
+    for layer in (2, 3):  # L-sinks exist from layer 2 on, as in LLaMA-2
+        found = l_sink_mask(hidden[layer], prepared.visual, prepared.v_sinks, profile.llm_dims, profile.tau_l)
+        assert torch.equal(found, truth), layer
+        groups = gating._groups_at(hidden[layer], prepared)
+        assert torch.equal(groups == L_SINK, truth)
+        assert torch.equal(groups == V_SINK, prepared.v_sinks)
+        assert torch.equal(groups == ORDINARY, prepared.visual & ~truth & ~prepared.v_sinks)
