@@ -1,6 +1,7 @@
 """LSG: train Layer-wise Sink Gates on a frozen backbone (next-token loss only).
 
-Joint multi-layer training (the demo default gates layers 1,2,3 of the tiny LLaVA); one layer
+Joint multi-layer training (the demo default gates layers 1,2,3 of the tiny LLaVA after a short
+finetune, since gates act on a trained model); one layer
 with --layers 10; 3 groups (V-sinks / L-sinks / ordinary) with --groups 3:
 
     deepspeed --num_gpus 2 recipes/lsg_train.py --ds_config ds_configs/zero3.json
@@ -21,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from sinktrain import demo  # noqa: E402
 from sinktrain.backbones.registry import load_backbone  # noqa: E402
 from sinktrain.errors import SinkTrainError  # noqa: E402
 from sinktrain.lsg.gate_file import gate_state, meta_for, save_gates  # noqa: E402
@@ -46,7 +48,7 @@ def parse_args(argv=None):
     lsg = parser.add_argument_group("LSG")
     lsg.add_argument("--layers", default=None, help=f"gated LLM layers; default: {DEMO_LAYERS} on the demo, {PAPER_LAYERS} otherwise")
     lsg.add_argument("--groups", type=int, default=2, help="2: V-sinks vs other visual tokens; 3: V-sinks / L-sinks / ordinary")
-    args = parse(parser, argv)
+    args = parse(parser, argv, demo_overrides={"lr": 1e-2})  # gates start at zero and are few
     args.layers = layer_list(args.layers) if args.layers else (DEMO_LAYERS if args.demo else PAPER_LAYERS)
     return args
 
@@ -65,7 +67,7 @@ def gate_hooks(gating: LayerGating, is_main: bool) -> MethodHooks:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    run = setup_run(args, "lsg-train")
+    run = setup_run(args, "lsg-train", demo_model=demo.ensure_demo_trained_model)
     backbone = load_backbone(run.model, args.sink_profile, dtype=run.dtype)
     backbone.model.requires_grad_(False)
     gating = LayerGating(backbone, args.layers, args.groups)

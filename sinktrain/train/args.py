@@ -61,13 +61,14 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]
     return {action.dest for action in parser._actions if typed & set(action.option_strings)}
 
 
-def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None, demo_overrides: dict | None = None) -> argparse.Namespace:
+    """Parse flags; on the demo (no --model), demo defaults replace the untyped ones."""
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     args.explicit = explicit_flags(parser, argv)
     args.demo = args.model is None
     if args.demo:
-        for name, value in DEMO_DEFAULTS.items():
+        for name, value in {**DEMO_DEFAULTS, **(demo_overrides or {})}.items():
             if name not in args.explicit:
                 setattr(args, name, value)
     return args

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from sinktrain import demo
-from sinktrain.backbones.registry import backbone_class, load_config
+from sinktrain.backbones.registry import backbone_class, load_config, resolve_profile
 from sinktrain.data.stream import check_enough_shards, expand_shards
 from sinktrain.errors import SinkTrainError
 from sinktrain.log import setup_logging
@@ -109,8 +109,9 @@ def resolve_config(args, output_dir: Path, hidden_size: int, world_size: int, sh
     raw = load_ds_config(args.ds_config)
     fields = {f.name for f in dataclasses.fields(RunSettings)}
     explicit = (set(args.explicit) & fields) | ({"max_steps"} if args.max_steps else set())
-    if args.max_steps is None:  # derive steps from epochs once the global batch is known
-        probe = settings_from_config(resolve_ds_config(raw, run_settings(args, output_dir, hidden_size, 1), explicit, world_size), run_settings(args, output_dir, hidden_size, 1))
+    if args.max_steps is None:  # derive steps from epochs once the config's global batch is known
+        probe_run = run_settings(args, output_dir, hidden_size, max_steps=1)
+        probe = settings_from_config(resolve_ds_config(raw, probe_run, explicit, world_size), probe_run)
         global_batch = probe.per_device_batch_size * probe.grad_accum * world_size
         args.max_steps = max(1, math.ceil(args.num_epochs * count_samples(shards) / global_batch))
     run = run_settings(args, output_dir, hidden_size, args.max_steps)
@@ -146,15 +147,17 @@ def check_resumable(resume_from: tuple[Path, str], world_size: int) -> None:
         )
 
 
-def setup_run(args, recipe: str) -> Run:
+def setup_run(args, recipe: str, demo_model=demo.ensure_demo_model) -> Run:
+    """``demo_model`` builds the recipe's default model when --model is not given."""
     single_process_env()
     deepspeed.init_distributed()
     rank, world_size = dist.get_rank(), dist.get_world_size()
     setup_logging(rank)
-    model = args.model or str(on_main_first(demo.ensure_demo_model))
+    model = args.model or str(on_main_first(demo_model))
     data = args.data or on_main_first(demo.demo_data_pattern)
     config = load_config(model)
-    backbone_class(config)  # unsupported architectures fail here, before anything heavy
+    backbone_class(config)  # unsupported architectures and missing sink profiles fail here,
+    resolve_profile(model, config, args.sink_profile)  # before anything heavy
     shards = expand_shards(data)
     check_enough_shards(len(shards), world_size, args.num_workers)
     output_dir = Path(broadcast(str(args.output_dir or default_output_dir(recipe))))

@@ -1,0 +1,70 @@
+"""What every evaluation tool shares: the model / data / generation flags, and loading them.
+
+    parser = argparse.ArgumentParser(...); add_eval_flags(parser)
+    args = parser.parse_args(); backbone = load_eval_backbone(args); samples = load_eval_samples(args)
+
+Defaults are the embedded demo: the tiny LLaVA after its short finetune
+(``sinktrain.demo.ensure_demo_trained_model``) and the held-out demo eval shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from sinktrain.backbones.base import Backbone
+from sinktrain.backbones.registry import load_backbone
+from sinktrain.data.eval_set import EvalSample, read_eval_set
+from sinktrain.data.templates import TEMPLATES
+from sinktrain.errors import SinkTrainError
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def add_eval_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model and eval set")
+    group.add_argument("--model", default=None, help="model directory or hub id; default: the trained demo LLaVA")
+    group.add_argument("--sink_profile", default=None, help="sink profile JSON; default: the model's own or a built-in one")
+    group.add_argument("--data", default=None, help="eval shards with answers and a 'category' per record; default: the demo eval set")
+    group.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
+    group.add_argument("--template", choices=sorted(TEMPLATES), default=None, help="default: the backbone's (v1 for LLaVA-1.5)")
+    group.add_argument("--batch_size", type=int, default=16)
+    group.add_argument("--max_new_tokens", type=int, default=8, help="greedy tokens per answer (captions need ~16)")
+    group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    group.add_argument("--precision", choices=sorted(PRECISIONS), default=None, help="default: bf16 on GPU, fp32 on CPU")
+
+
+def check_eval_flags(args: argparse.Namespace) -> None:
+    for name in ("batch_size", "max_new_tokens"):
+        if getattr(args, name) < 1:
+            raise SinkTrainError(f"--{name} {getattr(args, name)}: pass a positive number")
+
+
+def load_eval_backbone(args: argparse.Namespace) -> Backbone:
+    from sinktrain.demo import ensure_demo_trained_model
+
+    check_eval_flags(args)
+    backbone = load_backbone(args.model or str(ensure_demo_trained_model()), args.sink_profile, dtype=eval_dtype(args))
+    return place(backbone, args)
+
+
+def eval_dtype(args: argparse.Namespace) -> torch.dtype:
+    return PRECISIONS[args.precision or ("bf16" if args.device.startswith("cuda") else "fp32")]
+
+
+def place(backbone: Backbone, args: argparse.Namespace) -> Backbone:
+    """The whole model on --device in --precision, frozen, in eval mode (again after a module swap)."""
+    backbone.model.to(args.device, eval_dtype(args)).eval().requires_grad_(False)
+    return backbone
+
+
+def load_eval_samples(args: argparse.Namespace) -> list[EvalSample]:
+    from sinktrain.demo import demo_eval_pattern
+
+    return read_eval_set(args.data or demo_eval_pattern(), args.limit)
+
+
+def eval_kwargs(args: argparse.Namespace) -> dict:
+    """The keyword arguments of sinktrain.evaluate.evaluate that these flags set."""
+    return {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "template": args.template}

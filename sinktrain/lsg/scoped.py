@@ -1,0 +1,44 @@
+"""Gates put on a backbone for one evaluation and taken off again, so one loaded model serves many.
+
+    with scoped_gating(backbone, [layer]) as gating:        # oracle sweep: fixed coefficients
+        gating.fixed[layer] = torch.tensor([c_sink, 2 - c_sink])
+        results = evaluate(backbone, samples, gating)
+    with scoped_gating(backbone, meta.layers, meta.groups, state) as gating:   # stacked gates
+        ...
+
+On exit the hooks are removed, the gates leave the model (no ``sink_gates`` submodule) and the
+backbone's batch hooks are as before: the backbone is the stock model again.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+from sinktrain.backbones.base import Backbone
+from sinktrain.lsg.gate_file import load_into
+from sinktrain.lsg.gating import GATES_ATTRIBUTE, LayerGating
+
+
+def to_model_device(gating: LayerGating) -> LayerGating:
+    """Gates are born on the CPU in fp32; run them where the model is (their dtype stays fp32)."""
+    gating.gates.to(next(gating.backbone.model.parameters()).device)
+    return gating
+
+
+@contextmanager
+def scoped_gating(
+    backbone: Backbone, layers: list[int], groups: int = 2, state: dict[str, torch.Tensor] | None = None
+) -> Iterator[LayerGating]:
+    batch_hooks = list(backbone.batch_hooks)
+    gating = LayerGating(backbone, layers, groups)
+    try:
+        if state is not None:
+            load_into(gating, state)
+        yield to_model_device(gating)
+    finally:
+        gating.remove()
+        backbone.batch_hooks[:] = batch_hooks  # drop the prepare hook LayerGating added
+        delattr(backbone.model, GATES_ATTRIBUTE)

@@ -1,0 +1,64 @@
+"""LSG greedy stacking: combine independently trained single-layer gates, best first (Table 2).
+
+    python recipes/lsg_train.py --layers 1 --output_dir runs/l1   # ... one run per layer
+    python tools/stack_gates.py --gates runs/l1/gates runs/l2/gates runs/l3/gates --out runs/stack
+    python tools/evaluate.py --gates runs/stack                    # the stacked gates, as usual
+
+Every input is evaluated alone, inputs are ordered by gain over the stock model, then added one
+at a time and the accumulated set is evaluated after each addition. --out DIR receives the
+stacked gate checkpoint (the best step with --keep best, every input with --keep all), loadable
+by tools/evaluate.py --gates, plus the table as stacking.json and stacking.md. Cost: 2 x inputs
+evaluations of the eval set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from sinktrain.errors import SinkTrainError  # noqa: E402
+from sinktrain.eval_setup import add_eval_flags, eval_kwargs, load_eval_backbone, load_eval_samples  # noqa: E402
+from sinktrain.lsg.gate_file import META  # noqa: E402
+from sinktrain.lsg.stack_table import markdown_table  # noqa: E402
+from sinktrain.lsg.stacking import (  # noqa: E402
+    KEEP, check_stackable, chosen_sets, greedy_stack, merge_gate_sets, read_gate_sets, save_gate_set,
+)
+from sinktrain.recipe import main_guard  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_eval_flags(parser)
+    stack = parser.add_argument_group("stacking")
+    stack.add_argument("--gates", nargs="+", required=True, help="gate checkpoint dirs, one per layer (recipes/lsg_train.py --layers L)")
+    stack.add_argument("--out", required=True, help="directory for the stacked gates, stacking.json and stacking.md")
+    stack.add_argument("--keep", choices=KEEP, default="best", help="save the best stacked step, or every input")
+    args = parser.parse_args(argv)
+    if (Path(args.out) / META).exists():
+        raise SinkTrainError(f"--out {args.out} already holds a gate checkpoint; choose a new directory or delete it")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    sets = read_gate_sets(args.gates)
+    check_stackable(sets)  # before loading the model
+    backbone = load_eval_backbone(args)
+    result = greedy_stack(backbone, load_eval_samples(args), sets, **eval_kwargs(args))
+    stacked = merge_gate_sets(chosen_sets(result, sets, args.keep))
+    out = Path(args.out)
+    save_gate_set(stacked, out)
+    result["saved"] = {"keep": args.keep, "layers": stacked.meta.layers}
+    (out / "stacking.json").write_text(json.dumps(result, indent=2))
+    table = markdown_table(result)
+    (out / "stacking.md").write_text(table)
+    print(table)
+    print(f"wrote gates for layers {stacked.meta.layers} ({args.keep}), stacking.json and stacking.md to {out}")
+
+
+if __name__ == "__main__":
+    main_guard(main)
