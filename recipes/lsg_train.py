@@ -24,23 +24,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from sinktrain import demo  # noqa: E402
 from sinktrain.backbones.registry import load_backbone  # noqa: E402
-from sinktrain.errors import SinkTrainError  # noqa: E402
 from sinktrain.lsg.gate_file import gate_state, meta_for, save_gates  # noqa: E402
 from sinktrain.lsg.gating import LayerGating  # noqa: E402
 from sinktrain.recipe import main_guard  # noqa: E402
+from sinktrain.tool_args import layer_list  # noqa: E402
 from sinktrain.train.args import common_parser, parse  # noqa: E402
 from sinktrain.train.loop import MethodHooks, fit  # noqa: E402
 from sinktrain.train.run import setup_run  # noqa: E402
 
 DEMO_LAYERS = [1, 2, 3]  # the tiny LLaVA has 4 decoder layers
 PAPER_LAYERS = [3, 6, 7, 10, 19]  # LLaVA-1.5-7B, the paper's greedy stack
-
-
-def layer_list(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as err:
-        raise SinkTrainError(f"--layers {text!r}: give comma-separated layer indices, e.g. --layers 3,6,10") from err
 
 
 def parse_args(argv=None):

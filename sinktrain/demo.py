@@ -33,7 +33,7 @@ from transformers import (
 from sinktrain.backbones.profiles import SinkProfile, save_profile
 from sinktrain.backbones.registry import PROFILE_FILE
 
-DEMO_VERSION = 1  # bump when the demo model or data change, so stale caches are rebuilt
+DEMO_VERSION = 2  # bump when the demo model or data change, so stale caches are rebuilt
 SEED = 0
 IMAGE_SIZE, PATCH_SIZE = 64, 8  # 8 x 8 = 64 visual tokens (LLaVA-1.5: 336 / 14 -> 576)
 VIT_HIDDEN, VIT_LAYERS = 64, 4
@@ -214,6 +214,11 @@ def ensure_demo_model() -> Path:
 
 DEMO_SAMPLES, DEMO_SHARDS = 2400, 8
 PRETRAIN_STEPS, PRETRAIN_BATCH, PRETRAIN_LR = 300, 16, 2e-3
+# The trained demo model is finetuned with fixed key coefficients at one layer (V-sinks damped,
+# other visual tokens boosted), then saved as a plain model: run stock, it is slightly off its
+# optimum, so LSG gates have a known optimum to find (c_sink < 1 at that layer) and the oracle
+# sweep a known best coefficient.
+PLANTED_GATE_LAYER, PLANTED_COEFFICIENTS = 2, (0.4, 1.6)
 
 
 def demo_trained_model_dir() -> Path:
@@ -233,8 +238,13 @@ def pretrain_demo_model(out_dir: Path) -> None:
     from sinktrain.data.encode import SampleEncoder
     from sinktrain.data.stream import ShardStream, expand_shards
 
+    from sinktrain.lsg.gating import LayerGating
+
     backbone = load_backbone(str(ensure_demo_model()))
     backbone.freeze_vision()
+    gating = LayerGating(backbone, [PLANTED_GATE_LAYER])
+    gating.fixed[PLANTED_GATE_LAYER] = torch.tensor(PLANTED_COEFFICIENTS)
+    backbone.model.sink_gates.requires_grad_(False)
     encoder = SampleEncoder(backbone.tokenizer, backbone.preprocess_images, "v1", backbone.image_token_id, backbone.num_image_tokens, 512)
     stream = ShardStream(expand_shards(demo_data_pattern()), encoder, rank=0, world_size=1, num_workers=0, seed=SEED)
     batches = iter(DataLoader(stream, batch_size=PRETRAIN_BATCH, collate_fn=Collator(backbone.tokenizer.pad_token_id)))
@@ -247,6 +257,8 @@ def pretrain_demo_model(out_dir: Path) -> None:
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()
+    gating.remove()
+    del backbone.model.sink_gates  # saved as the stock architecture
     backbone.model.eval().save_pretrained(out_dir)
     backbone.processor.save_pretrained(out_dir)
     save_profile(backbone.sink_profile, out_dir / PROFILE_FILE)
