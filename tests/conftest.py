@@ -1,6 +1,9 @@
-"""Shared fixtures: a per-session sinktrain cache and the tiny demo LLaVA built into it."""
+"""Shared fixtures: a per-session sinktrain cache, the tiny demo LLaVA, and a DeepSpeed launcher."""
 
 import os
+import socket
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -15,3 +18,25 @@ def _sinktrain_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_model_dir():
     return sinktrain.demo.ensure_demo_model()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def deepspeed_launch():
+    """``deepspeed_launch(script, *flags)``: 2 CPU ranks on a free port; returns stdout, asserts success."""
+
+    def launch(script, *flags, timeout=900):
+        command = ["deepspeed", "--num_gpus", "2", "--master_port", free_port(), str(ROOT / script), *flags]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+        return done.stdout
+
+    return launch

@@ -6,8 +6,6 @@ micro-batches, checkpoints are written, TensorBoard holds the loss, and `--resum
 """
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,19 +18,6 @@ RECIPE = ROOT / "recipes" / "diysink_finetune.py"
 pytestmark = pytest.mark.multiprocess
 
 
-def free_port() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return str(probe.getsockname()[1])
-
-
-def deepspeed(*flags, timeout=600):
-    command = ["deepspeed", "--num_gpus", "2", "--master_port", free_port(), str(RECIPE), "--ds_config", "ds_configs/zero3.json", *flags]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    return done.stdout
-
-
 def scalars(output_dir: Path, tag: str) -> dict[int, float]:
     events = EventAccumulator(str(output_dir / "tensorboard" / "sinktrain"))
     events.Reload()
@@ -40,9 +25,9 @@ def scalars(output_dir: Path, tag: str) -> dict[int, float]:
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
+def demo_run(tmp_path_factory, deepspeed_launch):
     output_dir = tmp_path_factory.mktemp("demo-run")
-    return output_dir, deepspeed("--output_dir", str(output_dir))
+    return output_dir, deepspeed_launch("recipes/diysink_finetune.py", "--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir))
 
 
 def test_demo_learns_on_two_zero3_ranks(demo_run):
@@ -78,10 +63,10 @@ def test_checkpoints_and_sinks_logged(demo_run):
     assert all(1.0 <= value <= 4.0 for value in sinks.values())
 
 
-def test_resume_auto_continues_from_the_saved_step(demo_run):
+def test_resume_auto_continues_from_the_saved_step(demo_run, deepspeed_launch):
     output_dir, _ = demo_run
     before = json.loads((output_dir / "checkpoints" / "step_000100" / "trainer_state.json").read_text())
-    log = deepspeed("--output_dir", str(output_dir), "--resume", "auto", "--max_steps", "104", "--save_every", "2")
+    log = deepspeed_launch("recipes/diysink_finetune.py", "--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir), "--resume", "auto", "--max_steps", "104", "--save_every", "2")
     assert "resumed from" in log and "step_000100 at step 100" in log
     assert "step 101/104" in log and "step 1/" not in log
     ranks = json.loads((output_dir / "run_info.json").read_text())["ranks"]
