@@ -1,0 +1,62 @@
+"""The streaming pass: this rank's images through the backbone once, statistics summed over ranks.
+
+    stats = collect(backbone, items, vflag, batch_size=8, template="v1", device="cuda")
+
+Memory beyond the model is the fixed-size SinkStats (layers x channels x bins) plus one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterable
+
+
+from sinktrain.backbones.base import Backbone
+from sinktrain.find_sinks.capture import SinkCapture, VSinkFlag, read_index, vision_layers
+from sinktrain.find_sinks.images import Item, PromptEncoder, batched
+from sinktrain.find_sinks.stats import SinkStats
+
+logger = logging.getLogger("sinktrain")
+LOG_EVERY_S = 30.0
+
+
+def empty_stats(backbone: Backbone, device, normed: bool = True, norms: bool = False) -> SinkStats:
+    config = backbone.model.config
+    read = read_index(backbone.sink_profile.vit_layer, len(vision_layers(backbone.vision_tower)))
+    return SinkStats.empty(
+        vit_layers=read + 1,  # hidden states 0 .. the one feeding the connector
+        vit_width=config.vision_config.hidden_size,
+        llm_layers=len(backbone.decoder_layers()),
+        llm_width=config.text_config.hidden_size,
+        device=device,
+        normed=normed,
+        norms=norms,
+    )
+
+
+def collect(
+    backbone: Backbone,
+    items: Iterable[Item],
+    vflag: VSinkFlag,
+    batch_size: int,
+    template: str,
+    device,
+    normed: bool = True,
+    norms: bool = False,
+) -> SinkStats:
+    """``normed``: also RMS-normalised LLM values; ``norms``: token L2 norm statistics (l2_norm criterion)."""
+    stats = empty_stats(backbone, device, normed, norms)
+    encode = PromptEncoder(backbone, template)
+    dtype = next(backbone.model.parameters()).dtype
+    seen, last_log = 0, time.monotonic()
+    with SinkCapture(backbone, stats, vflag) as capture:
+        for chunk in batched(items, batch_size):
+            input_ids, attention_mask, pixel_values = encode(chunk)
+            capture.run(input_ids.to(device), attention_mask.to(device), pixel_values.to(device, dtype))
+            seen += len(chunk)
+            if time.monotonic() - last_log > LOG_EVERY_S:
+                logger.info("find_sink_dims: %d images on this rank so far", seen)
+                last_log = time.monotonic()
+    stats.reduce()
+    return stats

@@ -1,0 +1,76 @@
+"""What find_sink_dims.py prints: the summary table, candidate lists, and the built-in profiles.
+
+    print(summary_table(profile))
+    print(known_profiles_table())          # --print-known
+"""
+
+from __future__ import annotations
+
+from sinktrain.backbones.profiles import KNOWN_LLM_PROFILES, KNOWN_VISION_PROFILES, SinkProfile
+
+# How the built-in profile keys read in a table (the keys themselves live in backbones/profiles.py).
+KNOWN_NAMES = {
+    "clip-vit-l-14-336": "CLIP ViT-L/14-336 (LLaVA-1.5)",
+    "siglip-so400m-14-384": "SigLIP-SO400M (LLaVA-OneVision)",
+    "llama-2-7b": "LLaMA-2-7B / Vicuna-7B",
+    "llama-2-13b": "LLaMA-2-13B",
+    "qwen2-7b": "Qwen2-7B",
+}
+
+
+def rule_text(rule) -> str:
+    magnitude = f" and >= {rule.min_magnitude:g}" if rule.min_magnitude else ""
+    return (
+        f">= {rule.min_ratio:g}x its layer's and its own median magnitude{magnitude} in >= {100 * rule.min_image_fraction:g}% of "
+        f"images, on <= {100 * rule.max_token_fraction:g}% of tokens, in >= {100 * rule.min_layer_fraction:g}% of the "
+        "layers from its first such layer on"
+    )
+
+
+def candidates_text(part) -> str:
+    others = [c for c in part.channels if c.verdict != "sink"]
+    if not others:
+        return "none"
+    return "; ".join(
+        f"dim {c.dim}: {c.ratio:.0f}x the median at layer {c.layer} ({c.verdict})" for c in others
+    )
+
+
+def _range(stats: dict) -> str:
+    gap = stats.get("gap")
+    return f"{gap['lower']:.3g} .. {gap['upper']:.3g} ({gap['decades']:.2f} dec)" if gap else "-"
+
+
+def summary_table(profile: SinkProfile) -> str:
+    vit, llm = profile.stats["vit"], profile.stats["llm"]
+    rows = [("part", "dims", "read at", "tau", "gap", "sinks")]
+    rows.append((
+        "ViT", str(profile.vit_dims), f"layer {profile.vit_layer}", f"{profile.tau_v:.4g}", _range(vit),
+        f"{vit['sinks_per_image']:.3g}/image ({100 * vit['sink_token_fraction']:.2f}% of tokens)",
+    ))
+    if profile.llm_dims:
+        per_layer = llm["l_sinks_per_layer"][llm["first_layer"]:]
+        mean = sum(per_layer) / max(len(per_layer), 1)
+        norm = " (RMSNorm)" if profile.llm_rms_norm else ""
+        rows.append((
+            "LLM", str(profile.llm_dims), f"layers {llm['first_layer']}+", f"{profile.tau_l:.4g}{norm}", _range(llm),
+            f"{mean:.3g}/image/layer",
+        ))
+    else:
+        rows.append(("LLM", "[]", "-", "-", "-", "no L-sinks"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def known_profiles_table() -> str:
+    rows = [("model", "part", "sink dims (primary first)", "threshold")]
+    for key, facts in KNOWN_VISION_PROFILES.items():
+        dims = ", ".join(str(d) for d in facts["vit_dims"])
+        rows.append((KNOWN_NAMES.get(key, key), f"vision, layer {facts['vit_layer']}", dims, f"tau_V {facts['tau_v']:g}"))
+    for key, facts in KNOWN_LLM_PROFILES.items():
+        dims = ", ".join(str(d) for d in facts["llm_dims"])
+        rows.append((KNOWN_NAMES.get(key, key), "LLM", dims, f"tau_L {facts['tau_l']:g} (RMSNorm)"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)

@@ -1,0 +1,299 @@
+"""tools/find_sink_dims.py for real: planted sinks found, nothing invented, ranks agree, recipes run.
+
+Fixtures: the demo LLaVA is the planted backbone (sinktrain.demo: V-sinks written into ViT channel
+SINK_DIM by one neuron of layer SINK_LAYER, L-sinks into LLM channels LLM_SINK_DIMS by one neuron
+of LLM layer L_SINK_LAYER); ground truth is read from those neurons with hooks, independently of
+the tool. The unplanted backbone is the same directory with random weights. The tool runs in
+process on 32 demo images (one thread, as its subprocesses here: the 2-rank profile must match
+byte for byte); the 2-rank run, the recipes and the CLI exit code run as subprocesses.
+Run:
+    python -m pytest tests/test_find_sink_dims.py -q
+"""
+
+import contextlib
+import importlib.util
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+from sinktrain import demo
+from sinktrain.backbones.profiles import load_profile
+from sinktrain.backbones.registry import PROFILE_FILE, load_backbone
+from sinktrain.data.scenes import demo_samples
+from sinktrain.errors import SinkTrainError
+from sinktrain.find_sinks.bins import NUM_BINS, bin_of, edges
+from sinktrain.find_sinks.images import GENERIC_QUESTION, Item, PromptEncoder, shard_items
+from sinktrain.find_sinks.select import widest_gap
+from sinktrain.find_sinks.stats import COUNT_CAP, ReadLayerStats
+from sinktrain.sinks import l_sink_mask, v_sink_mask
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / "tools" / "find_sink_dims.py"
+IMAGES = 32
+ENV = dict(os.environ, OMP_NUM_THREADS="1")  # the same arithmetic as the in-process run
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("sinktrain_tool_find_sink_dims", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
+def run(*command: str, timeout: int = 300) -> str:
+    done = subprocess.run(list(command), cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=ENV)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tool():
+    return load_tool()
+
+
+@pytest.fixture(scope="module")
+def demo_run(tool, demo_model_dir, tmp_path_factory):
+    """The tool with no --model/--data: the demo backbone and demo shards, one rank."""
+    out = tmp_path_factory.mktemp("profiles") / "demo.json"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        tool.main(["--num_images", str(IMAGES), "--out", str(out), "--name", "demo"])
+    return out, printed.getvalue()
+
+
+# -- ground truth from the planted neurons -----------------------------------------------------
+
+
+def planted_v_sinks(backbone, pixel_values):
+    """What the planted ViT neuron writes into SINK_DIM, per patch (CLS dropped), and the features."""
+    captured = {}
+    fc1 = backbone.vision_tower.encoder.layers[demo.SINK_LAYER].mlp.fc1
+    hook = fc1.register_forward_hook(lambda m, i, out: captured.__setitem__("pre", out[..., demo.SINK_NEURON]))
+    with torch.no_grad():
+        features = backbone.vision_features(pixel_values)
+    hook.remove()
+    return F.gelu(captured["pre"][:, 1:]) * demo.SINK_GAIN, features
+
+
+def planted_l_fired(backbone, inputs):
+    """Where the planted LLM neuron fires (its gate is positive), and every layer's hidden state."""
+    captured = {}
+    gate = backbone.decoder_layers()[demo.L_SINK_LAYER].mlp.gate_proj
+    hook = gate.register_forward_hook(lambda m, i, out: captured.__setitem__("g", out[..., demo.LLM_NEURON]))
+    with torch.no_grad():
+        hidden = backbone.model(**inputs, output_hidden_states=True).hidden_states
+    hook.remove()
+    return captured["g"] > 0, hidden
+
+
+def profiled_images() -> list[Item]:
+    """The images the tool profiled: the first IMAGES image samples of the demo shards."""
+    return list(shard_items(demo.demo_data_pattern(), IMAGES, rank=0, world_size=1))
+
+
+def fresh_images(n: int = 24) -> list[Item]:
+    pngs = [png for _, png in demo_samples(4 * n, seed=11) if png is not None][:n]
+    return [Item(Image.open(io.BytesIO(png)).convert("RGB"), GENERIC_QUESTION) for png in pngs]
+
+
+# -- the planted backbone ----------------------------------------------------------------------
+
+
+def test_demo_profile_holds_exactly_the_planted_dims(demo_run):
+    out, printed = demo_run
+    profile = load_profile(out)
+    assert profile.vit_dims == [demo.SINK_DIM] and profile.vit_layer == -2
+    assert set(profile.llm_dims) == set(demo.LLM_SINK_DIMS) and len(profile.llm_dims) == 2
+    assert profile.criterion == "dim_threshold" and profile.llm_rms_norm
+    assert (profile.hidden_size_vit, profile.hidden_size_llm) == (demo.VIT_HIDDEN, demo.LLM_HIDDEN)
+    vit, llm = profile.stats["vit"], profile.stats["llm"]
+    assert vit["gap"]["lower"] < profile.tau_v < vit["gap"]["upper"]
+    assert llm["gap"]["lower"] < profile.tau_l < llm["gap"]["upper"]
+    assert profile.stats["images"] == IMAGES and vit["read_layer_index"] == demo.VIT_LAYERS - 1
+    assert sum(vit["sinks_per_image_histogram"]) == IMAGES
+    assert 1.0 <= vit["sinks_per_image"] <= 4.0 and 0 < vit["sink_token_fraction"] < 0.1
+    assert llm["first_layer"] == demo.L_SINK_LAYER + 1  # written by layer 1's MLP: from layer 2 on
+    assert llm["l_sinks_per_layer"][:2] == [0.0, 0.0] and min(llm["l_sinks_per_layer"][2:]) >= 1.0
+    # Channel 7 carries the planted L-marker on every visual token: large, but an offset, not a sink.
+    assert "offset" in next(c for c in llm["candidates"] if c["dim"] == demo.L_MARKER_DIM)["verdict"]
+    assert "ViT" in printed and "[37]" in printed and "LLM" in printed and "wrote" in printed
+
+
+@pytest.mark.parametrize("which", ["profiled", "fresh"])
+def test_thresholds_classify_exactly_the_planted_tokens(demo_run, demo_model_dir, which):
+    profile_path, _ = demo_run
+    profile = load_profile(profile_path)
+    backbone = load_backbone(str(demo_model_dir), sink_profile=str(profile_path))
+    items = profiled_images() if which == "profiled" else fresh_images()
+    input_ids, attention_mask, pixel_values = PromptEncoder(backbone, "v1")(items)
+
+    written, features = planted_v_sinks(backbone, pixel_values)
+    assert not ((written > 3) & (written < 200)).any(), "the planted neuron is on or off"
+    planted = written > 3
+    found = v_sink_mask(features, profile.criterion, profile.tau_v, profile.vit_dims)
+    assert torch.equal(found, planted)
+
+    fired, hidden = planted_l_fired(backbone, {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values})
+    visual = input_ids == backbone.image_token_id
+    v_sinks = torch.zeros_like(visual)
+    v_sinks[visual] = planted.reshape(-1)
+    truth = fired & visual & ~v_sinks
+    assert truth.sum(1).float().mean() >= 1.0
+    for layer, expected in ((0, torch.zeros_like(truth)), (1, torch.zeros_like(truth)), (2, truth), (3, truth)):
+        found = l_sink_mask(hidden[layer], visual, v_sinks, profile.llm_dims, profile.tau_l, profile.llm_rms_norm)
+        assert torch.equal(found, expected), layer
+    if which == "profiled":  # the profile's statistics count the same tokens
+        assert profile.stats["vit"]["sinks_per_image"] == pytest.approx(planted.sum().item() / IMAGES, rel=1e-3)
+        assert profile.stats["llm"]["l_sinks_per_layer"][2] == pytest.approx(truth.sum().item() / IMAGES, rel=1e-3)
+
+
+def test_plots_are_real_pngs(demo_run):
+    out, _ = demo_run
+    plots = out.parent / "demo_plots"
+    names = {"activations.png", "histogram.png", "sinks_per_image.png", "l_sinks_per_layer.png"}
+    assert {p.name for p in plots.iterdir()} == names
+    for name in names:
+        with Image.open(plots / name) as image:
+            assert image.format == "PNG" and min(image.size) > 100
+            extrema = image.convert("RGB").getextrema()
+            assert any(low != high for low, high in extrema), name
+
+
+def test_two_ranks_give_the_same_profile(demo_run, tmp_path):
+    reference, _ = demo_run
+    out = tmp_path / "demo.json"
+    run("deepspeed", "--num_gpus", "2", "--master_port", free_port(), str(TOOL), "--num_images", str(IMAGES), "--out", str(out), "--name", "demo")
+    assert out.read_text() == reference.read_text()
+
+
+# -- nothing planted ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def unplanted_dir(demo_model_dir, tmp_path_factory):
+    """The demo LLaVA's directory (config, tokenizer, processor) with random, unplanted weights."""
+    target = tmp_path_factory.mktemp("unplanted") / "model"
+    shutil.copytree(demo_model_dir, target)
+    (target / PROFILE_FILE).unlink()
+    torch.manual_seed(1)
+    LlavaForConditionalGeneration(LlavaConfig.from_pretrained(target)).save_pretrained(target)
+    return target
+
+
+def test_nothing_planted_gives_no_sink_dimension(tool, unplanted_dir, tmp_path):
+    out = tmp_path / "unplanted.json"
+    with pytest.raises(SinkTrainError, match="no sink dimension found") as caught:
+        tool.main(["--model", str(unplanted_dir), "--num_images", "16", "--out", str(out)])
+    message = str(caught.value)
+    assert "Best candidates: dim " in message and "x the median at layer" in message and "--vit_dims" in message
+    assert not out.exists() and (tmp_path / "unplanted_plots" / "activations.png").is_file()
+
+
+def test_cli_exits_2_with_the_message(unplanted_dir, tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(TOOL), "--model", str(unplanted_dir), "--num_images", "8", "--out", str(tmp_path / "p.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "error: no sink dimension found" in done.stderr and "Traceback" not in done.stderr
+
+
+# -- the profile drives the recipes ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("recipe,flags", [("diysink_finetune", []), ("lsg_train", ["--layers", "2,3", "--groups", "3"])])
+def test_profile_drives_the_recipes(demo_run, demo_model_dir, tmp_path, recipe, flags):
+    profile, _ = demo_run
+    log = run(
+        sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), "--model", str(demo_model_dir), "--sink_profile", str(profile),
+        "--max_steps", "1", "--num_workers", "1", "--per_device_batch_size", "4", "--output_dir", str(tmp_path / "run"), *flags,
+    )
+    assert "step 1/1" in log
+
+
+# -- flags -------------------------------------------------------------------------------------
+
+
+def test_print_known_lists_the_builtin_profiles(tool, capsys):
+    tool.main(["--print-known"])
+    table = capsys.readouterr().out
+    for expected in ("CLIP ViT-L/14", "650", "SigLIP-SO400M", "1076", "LLaMA-2-7B", "2533, 1415", "LLaMA-2-13B", "2100, 4743", "Qwen2-7B", "458, 2570"):
+        assert expected in table, expected
+
+
+def test_image_folder_and_overrides(tool, demo_model_dir, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index, item in enumerate(fresh_images(8)):
+        item.image.save(folder / f"{index:02d}.png")
+    out = tmp_path / "folder.json"
+    tool.main(["--model", str(demo_model_dir), "--images", str(folder), "--out", str(out), "--vit_dims", "37", "--tau_v", "60", "--no_rms_norm"])
+    profile = load_profile(out)
+    assert profile.vit_dims == [37] and profile.tau_v == 60.0 and profile.stats["vit"]["tau_source"] == "flag"
+    assert set(profile.llm_dims) == set(demo.LLM_SINK_DIMS) and not profile.llm_rms_norm
+    assert profile.stats["images"] == 8 and profile.stats["llm"]["values"] == "raw"
+
+
+def test_flag_errors(tool, demo_model_dir, tmp_path):
+    with pytest.raises(SinkTrainError, match="--data and --images both given"):
+        tool.parse_args(["--data", "x.tar", "--images", str(tmp_path)])
+    with pytest.raises(SinkTrainError, match="comma-separated channel indices"):
+        tool.parse_args(["--vit_dims", "a,b"])
+    with pytest.raises(SinkTrainError, match="width is 64"):
+        tool.main(["--model", str(demo_model_dir), "--vit_dims", "99", "--num_images", "1", "--out", str(tmp_path / "p.json")])
+    with pytest.raises(SinkTrainError, match="holds no image files"):
+        tool.main(["--model", str(demo_model_dir), "--images", str(tmp_path), "--out", str(tmp_path / "p.json")])
+
+
+# -- the statistics themselves (no model) ------------------------------------------------------
+
+
+def test_sinks_per_image_counts_match_brute_force():
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(5, 40, 3, generator=generator) * torch.logspace(-2, 3, 40).view(1, 40, 1)
+    stats = ReadLayerStats.empty(width=3, device="cpu")
+    stats.add(hidden[:2])
+    stats.add(hidden[2:])  # two batches add up
+    counts = stats.per_image()  # (D, B, COUNT_CAP + 1)
+    bins = bin_of(hidden)  # (images, tokens, D)
+    for dim in range(3):
+        for b in range(0, NUM_BINS, 7):
+            above = (bins[..., dim] >= b).sum(dim=1).clamp(max=COUNT_CAP)
+            expected = torch.bincount(above, minlength=COUNT_CAP + 1)
+            assert torch.equal(counts[dim, b].long(), expected), (dim, b)
+
+
+def test_widest_gap_sits_above_the_bulk():
+    counts = np.zeros(NUM_BINS, dtype=np.int64)
+    counts[100:110] = 50  # the bulk
+    counts[112] = 1  # a narrow gap inside the bulk's tail
+    counts[150:153] = 3  # sinks, after a wide gap
+    gap = widest_gap(counts, max_token_fraction=0.1)
+    assert (gap.low_bin, gap.high_bin) == (113, 150)
+    assert edges()[113] < gap.tau < edges()[150]
+    assert widest_gap(counts, max_token_fraction=0.001) is None  # too many tokens above every gap
