@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import braceexpand
-import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -119,6 +118,17 @@ def shuffled(samples: Iterator[dict], buffer_size: int, rng: random.Random) -> I
     yield from buffer
 
 
+MAX_BAD_IN_A_ROW = 1000  # a reader that finds nothing usable must fail, not spin forever
+
+
+def check_not_all_bad(reader: int, bad_in_a_row: int, url: str | None) -> None:
+    if bad_in_a_row >= MAX_BAD_IN_A_ROW:
+        raise SinkTrainError(
+            f"data reader {reader}: the last {bad_in_a_row} samples were all unusable (latest in {url}); its "
+            "shards are broken or do not fit the model/template: fix or regenerate them (tools/make_shards.py)"
+        )
+
+
 class ShardStream(IterableDataset):
     """Endless, deterministic, resumable per-reader streams of decoded samples."""
 
@@ -182,7 +192,7 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         reader = self.reader_index()
         state = self.resume.states.get(reader, ReaderState())
-        bad, self._broken = state.bad, 0
+        bad, self._broken, bad_in_a_row = state.bad, 0, 0
         for index, raw in enumerate(self.raw_samples(reader)):
             if index < state.consumed:
                 self._broken = 0  # broken data before the resume point was counted already
@@ -191,8 +201,10 @@ class ShardStream(IterableDataset):
             try:
                 sample = self.decode(raw)
             except BadSample as err:
-                bad += 1
+                bad, bad_in_a_row = bad + 1, bad_in_a_row + 1
                 logger.warning("skipping bad sample %s in %s: %s", raw.get("__key__"), raw.get("__url__"), err)
+                check_not_all_bad(reader, bad_in_a_row, raw.get("__url__"))
                 continue
+            bad_in_a_row = 0
             sample.update(reader=reader, index=index, bad=bad)
             yield sample

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sinktrain.backbones.base import Backbone, Batch
+from sinktrain.backbones.base import Backbone
 from sinktrain.errors import SinkTrainError
 from sinktrain.lsg.gate import SinkGate
 from sinktrain.lsg.keys import key_scale, three_groups, visual_groups

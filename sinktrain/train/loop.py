@@ -188,6 +188,8 @@ def fit(run: Run, backbone: Backbone, template: str, hooks: MethodHooks | None =
         micro_batches = train_steps(run, engine, loader, start_step, stream, progress, hooks)
     finally:
         progress.close()
+    if run.args.export_model:  # collective under ZeRO-3: every rank gathers, rank 0 writes
+        engine.save_16bit_model(str(run.output_dir / "model"))
     write_run_info(run, {"rank": run.rank, "start_step": start_step, "end_step": settings.max_steps, "micro_batches": micro_batches, "zero": report, "zero_at_load": at_load})
     final = run.checkpoint_root / checkpoint.step_tag(settings.max_steps)
     logger.info("done: checkpoint %s | TensorBoard: tensorboard --logdir %s", final, tensorboard_dir(run))

@@ -61,6 +61,10 @@ class Keyed:
         return dict(self.encoder(raw), key=raw["__key__"])
 
 
+def always_bad(raw):
+    raise BadSample("does not fit the template")
+
+
 def chat(question="Hi?", answer="Hello."):
     return [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
 
@@ -487,3 +491,13 @@ def test_collated_batches_from_worker_processes(tmp_path, processor, num_image_t
             assert not batch.input_ids[row, :length].eq(pad).any()
         assert batch.pixel_values.shape == (3, 3, 64, 64)
         assert len({reader for reader, _, _ in positions}) == 1 and len(positions) == 3
+
+
+def test_a_reader_whose_samples_are_all_unusable_fails_instead_of_spinning(tmp_path, monkeypatch):
+    import sinktrain.data.stream as stream_module
+
+    monkeypatch.setattr(stream_module, "MAX_BAD_IN_A_ROW", 5)  # a smaller bound, same mechanism
+    shards, _ = write_sized(tmp_path, [4, 4])
+    stream = ShardStream(shards, always_bad, rank=0, world_size=1, num_workers=1)
+    with pytest.raises(SinkTrainError, match="the last 5 samples were all unusable"):
+        next(iter(stream))
