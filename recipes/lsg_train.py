@@ -12,7 +12,7 @@ with --layers 10; 3 groups (V-sinks / L-sinks / ordinary) with --groups 3:
 Everything but the gates is frozen (ZeRO-3 partitions it all the same); only gate parameters
 reach the optimizer. Gates are saved with every checkpoint (checkpoints/step_N/gates) and at the
 end in {output_dir}/gates, the format tools/evaluate.py and tools/stack_gates.py read. For the
-paper's constant learning rate use a ds_config without a "scheduler" section.
+paper's constant learning rate use --ds_config ds_configs/zero3_constant_lr.json.
 """
 
 from __future__ import annotations

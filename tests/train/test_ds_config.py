@@ -22,7 +22,8 @@ from sinktrain.train.ds_config import (
     zero_stage,
 )
 
-SHIPPED = ["zero2.json", "zero3.json", "zero3_offload.json"]
+SCHEDULED = ["zero2.json", "zero3.json", "zero3_offload.json"]
+SHIPPED = SCHEDULED + ["zero3_constant_lr.json"]  # LSG paper: Adam, constant lr
 
 
 def make_run(**changes) -> RunSettings:
@@ -63,7 +64,7 @@ def error_of(call, *args, **kwargs) -> str:
 # --- shipped configs ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", SCHEDULED)
 def test_shipped_config_resolves_and_deepspeed_accepts_it(name):
     from deepspeed.runtime.config import DeepSpeedConfig
 
@@ -78,7 +79,16 @@ def test_shipped_config_resolves_and_deepspeed_accepts_it(name):
     assert parsed.scheduler_name == "WarmupCosineLR"
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+def test_constant_lr_config_has_no_scheduler():
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    resolved = resolve_ds_config(load_ds_config(DS_CONFIG_DIR / "zero3_constant_lr.json"), make_run(), set(), 1)
+    assert "scheduler" not in resolved and "auto" not in json.dumps(resolved)
+    parsed = DeepSpeedConfig(resolved)
+    assert parsed.scheduler_name is None and parsed.zero_optimization_stage == 3
+
+
+@pytest.mark.parametrize("name", SCHEDULED)
 def test_shipped_optimizer_and_scheduler_params_fit_the_real_classes(name):
     from deepspeed.runtime.lr_schedules import WarmupCosineLR
 
