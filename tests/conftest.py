@@ -40,3 +40,15 @@ def deepspeed_launch():
         return done.stdout
 
     return launch
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module: tiny models gain nothing from threads, and OpenMP threads
+    fighting over 2 busy cores made generation ~50x slower. The setting is restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

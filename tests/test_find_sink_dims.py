@@ -64,11 +64,8 @@ def run(*command: str, timeout: int = 300) -> str:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here runs with torch on one thread (see conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -189,3 +189,31 @@ def test_three_groups_find_exactly_the_planted_l_sinks(demo_model_dir):
         assert torch.equal(groups == L_SINK, truth)
         assert torch.equal(groups == V_SINK, prepared.v_sinks)
         assert torch.equal(groups == ORDINARY, prepared.visual & ~truth & ~prepared.v_sinks)
+
+
+def test_gating_signal_ignores_padding_on_either_side(demo_model_dir, prompt):
+    """The last prompt token's hidden state, hence r, is the same alone, left-padded (generation)
+    and right-padded with an explicit index (training)."""
+    backbone, gating = gated(demo_model_dir, layers=[2])
+    with torch.no_grad():
+        torch.nn.init.normal_(gating.gates["2"].out.weight, std=1.0)
+    row = int(prompt["attention_mask"].sum(1).argmin())  # the shorter prompt: left-padded in the batch
+    real = prompt["attention_mask"][row].bool()
+    assert not real.all()
+    alone_ids = prompt["input_ids"][row][real].unsqueeze(0)
+    pixels = prompt["pixel_values"][row : row + 1]
+
+    def ratios(input_ids, attention_mask, last=None):
+        gating.prepare(input_ids, last)
+        with torch.no_grad():
+            backbone.model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixels)
+        return gating.last_ratios[2][0]
+
+    alone = ratios(alone_ids, torch.ones_like(alone_ids))
+    left = ratios(prompt["input_ids"][row : row + 1], prompt["attention_mask"][row : row + 1])
+    pad = torch.full((1, 5), backbone.tokenizer.pad_token_id)
+    right_ids = torch.cat([alone_ids, pad], 1)
+    right_mask = torch.cat([torch.ones_like(alone_ids), torch.zeros_like(pad)], 1)
+    right = ratios(right_ids, right_mask, torch.tensor([alone_ids.shape[1] - 1]))
+    assert torch.allclose(alone, left, atol=1e-5) and torch.allclose(alone, right, atol=1e-5)
+    assert not torch.allclose(alone, torch.tensor([0.5, 0.5]))

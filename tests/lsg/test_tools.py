@@ -40,13 +40,8 @@ GATE_LAYERS = [0, 1, 2]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The tiny model gains nothing from threads, and OpenMP threads fighting over 2 busy cores
-    # made generation ~50x slower; the previous setting is restored for the other test files.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here runs with torch on one thread (see conftest.one_thread)."""
 
 
 def run_tool(name: str, *flags: str) -> subprocess.CompletedProcess:
