@@ -68,10 +68,13 @@ def load_backbone(
     sink_profile: str | None = None,
     dtype: torch.dtype = torch.float32,
     attn_implementation: str | None = None,
+    profile: SinkProfile | None = None,
 ) -> Backbone:
+    """``profile`` (an object) overrides the file / model-dir / built-in lookup; find_sink_dims.py
+    passes a provisional one while it discovers the real profile."""
     config = load_config(model)
     backbone_cls, model_cls = backbone_class(config)
-    profile = resolve_profile(model, config, sink_profile)
+    profile = profile or resolve_profile(model, config, sink_profile)
     hf_model = model_cls.from_pretrained(model, dtype=dtype, attn_implementation=attn_implementation)
     processor = AutoProcessor.from_pretrained(model)
     return backbone_cls(hf_model, processor, profile)

@@ -2,7 +2,7 @@
 
     backbone = load_unprofiled("llava-hf/llava-1.5-7b-hf", dtype=torch.bfloat16)
 
-The profile is what find_sink_dims.py is about to write, so the backbone gets a placeholder that
+The profile is what find_sink_dims.py is about to write, so the backbone gets a provisional one that
 only says which vision layer feeds the connector (``vision_feature_layer``); nothing reads sinks
 from it. A model directory's own sink_profile.json is ignored for the same reason.
 """
@@ -10,12 +10,11 @@ from it. A model directory's own sink_profile.json is ignored for the same reaso
 from __future__ import annotations
 
 import torch
-from transformers import AutoProcessor
 
 from sinktrain.backbones.base import Backbone
 from sinktrain.backbones.llava import vision_tower_id
 from sinktrain.backbones.profiles import SinkProfile
-from sinktrain.backbones.registry import backbone_class, load_config
+from sinktrain.backbones.registry import backbone_class, load_backbone, load_config
 from sinktrain.errors import SinkTrainError
 
 
@@ -29,14 +28,14 @@ def feature_layer(config) -> int:
     return layer
 
 
-def placeholder_profile(config) -> SinkProfile:
+def provisional_profile(config) -> SinkProfile:
     tower = vision_tower_id(config.vision_config)
     return SinkProfile(name="unprofiled", vision_tower=tower, vit_dims=[], vit_layer=feature_layer(config), criterion="l2_norm", tau_v=float("inf"))
 
 
 def load_unprofiled(model: str, dtype: torch.dtype = torch.float32) -> Backbone:
     config = load_config(model)
-    backbone_cls, model_cls = backbone_class(config)
-    profile = placeholder_profile(config)
-    hf_model = model_cls.from_pretrained(model, dtype=dtype).eval().requires_grad_(False)
-    return backbone_cls(hf_model, AutoProcessor.from_pretrained(model), profile)
+    backbone_class(config)  # unsupported architectures fail before the profile is built
+    backbone = load_backbone(model, dtype=dtype, profile=provisional_profile(config))
+    backbone.model.eval().requires_grad_(False)
+    return backbone
