@@ -33,7 +33,7 @@ from transformers import (
 from sinktrain.backbones.profiles import SinkProfile, save_profile
 from sinktrain.backbones.registry import PROFILE_FILE
 
-DEMO_VERSION = 2  # bump when the demo model or data change, so stale caches are rebuilt
+DEMO_VERSION = 3  # bump when the demo model or data change, so stale caches are rebuilt
 SEED = 0
 IMAGE_SIZE, PATCH_SIZE = 64, 8  # 8 x 8 = 64 visual tokens (LLaVA-1.5: 336 / 14 -> 576)
 VIT_HIDDEN, VIT_LAYERS = 64, 4
@@ -213,7 +213,7 @@ def ensure_demo_model() -> Path:
 
 
 DEMO_SAMPLES, DEMO_SHARDS = 2400, 8
-PRETRAIN_STEPS, PRETRAIN_BATCH, PRETRAIN_LR = 300, 16, 2e-3
+PRETRAIN_STEPS, PRETRAIN_BATCH, PRETRAIN_LR = 150, 16, 3e-3
 
 
 def demo_trained_model_dir() -> Path:
@@ -224,7 +224,7 @@ def pretrain_demo_model(out_dir: Path) -> None:
     """The tiny LLaVA after a short LLaVA-style finetune (ViT frozen) on the demo shards.
 
     Methods that act on a trained model (LSG gates, evaluation, the oracle sweep) start from it;
-    the random demo model is the starting point of finetuning. After 300 steps it has learned
+    the random demo model is the starting point of finetuning. After 150 steps it has learned
     the answer formats and priors, but barely uses the image yet (see the LSG issue notes).
     """
     from torch.utils.data import DataLoader
