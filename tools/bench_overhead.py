@@ -184,6 +184,10 @@ def make_inputs(args, tokenizer, image_token_id: int, generator: torch.Generator
     return batch, prompt
 
 
+def count_hooks(model) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
 def freeze_but_projector(backbone) -> list[torch.nn.Parameter]:
     backbone.model.eval()
     backbone.model.requires_grad_(False)
@@ -339,7 +343,7 @@ def main(argv=None) -> int:
             name="bench", vision_tower="bench-vit", vit_dims=[SINK_DIM], vit_layer=-2, criterion="dim_threshold",
             tau_v=tau, hidden_size_vit=VIT_HIDDEN, hidden_size_llm=args.hidden,
         )
-        stock_model = copy.deepcopy(model)
+        stock_model = copy.deepcopy(model)  # before any LSG hook exists, so the copy has none
         stock_backbone = LlavaBackbone(stock_model, processor, profile)
         gated_backbone = LlavaBackbone(model, processor, profile)
         assert stock_backbone.num_image_tokens == args.visual_tokens, stock_backbone.num_image_tokens
@@ -350,6 +354,7 @@ def main(argv=None) -> int:
             for gate in gating.gates.values():  # as after training: scales differ from 1
                 torch.nn.init.normal_(gate.out.weight, std=0.1, generator=generator)
         gates = [p for p in gating.gates.parameters()]
+        assert count_hooks(model) - count_hooks(stock_model) == len(gating.handles), "LSG hooks leaked into the stock copy"
         assert all(p.requires_grad for p in gates)
         gated = Variant("gated", gated_backbone, gating, gated_trainable + gates)
 
