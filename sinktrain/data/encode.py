@@ -48,7 +48,7 @@ class SampleEncoder:
         template: str,
         image_token_id: int,
         num_image_tokens: int,
-        max_length: int,
+        max_length: int | None,
         on_overflow: str = "truncate",
     ):
         self.tokenizer, self.preprocess_images, self.template = tokenizer, preprocess_images, template
@@ -64,18 +64,26 @@ class SampleEncoder:
         return conversations
 
     def __call__(self, raw: dict) -> dict:
+        """A raw shard sample (bytes) -> a training example; BadSample if anything is wrong."""
         conversations = self.record(raw)
         member = image_member(raw)
         image = decode_image(member[1]) if member else None
         try:
-            example = build_example(
-                conversations, self.tokenizer, self.template, self.image_token_id,
-                self.num_image_tokens if image is not None else 0, self.max_length, self.on_overflow,
-            )
+            example = self.encode(conversations, image)
         except SinkTrainError as err:
             raise BadSample(str(err)) from err
         if example is None:
             raise TooLong(f"longer than --max_length {self.max_length} and not truncatable")
+        return example
+
+    def encode(self, conversations: list[dict], image: Image.Image | None) -> dict | None:
+        """Conversation + decoded image (None: text-only) -> tensors; None when it must be dropped."""
+        example = build_example(
+            conversations, self.tokenizer, self.template, self.image_token_id,
+            self.num_image_tokens if image is not None else 0, self.max_length, self.on_overflow,
+        )
+        if example is None:
+            return None
         return {
             "input_ids": torch.tensor(example.input_ids),
             "labels": torch.tensor(example.labels),

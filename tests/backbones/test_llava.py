@@ -20,8 +20,8 @@ from sinktrain import demo
 from sinktrain.backbones.llava import expand_to_square
 from sinktrain.backbones.registry import load_backbone
 from sinktrain.data.collate import Collator
+from sinktrain.data.encode import SampleEncoder
 from sinktrain.data.scenes import demo_samples
-from sinktrain.data.templates import build_example
 from sinktrain.diysink.attach import attach_dual_mlp
 from sinktrain.diysink.connector import DualMLPConnector
 from sinktrain.errors import SinkTrainError
@@ -62,18 +62,11 @@ def backbone(demo_model_dir):
 
 
 def encode(backbone, record, image):
-    example = build_example(
-        record["conversations"], backbone.tokenizer, "v1", backbone.image_token_id,
-        backbone.num_image_tokens if image is not None else 0,
+    encoder = SampleEncoder(
+        backbone.tokenizer, backbone.preprocess_images, "v1", backbone.image_token_id, backbone.num_image_tokens, None,
     )
-    return {
-        "input_ids": torch.tensor(example.input_ids),
-        "labels": torch.tensor(example.labels),
-        "last_prompt_index": example.last_prompt_index,
-        "pixel_values": backbone.preprocess_images([image])[0],
-        "has_image": image is not None,
-        "reader": 0, "index": 0, "bad": 0,  # stream bookkeeping, unused here
-    }
+    example = encoder.encode(record["conversations"], image)
+    return {**example, "reader": 0, "index": 0, "bad": 0}  # stream bookkeeping, unused here
 
 
 def collate(backbone, chosen):
