@@ -36,7 +36,16 @@ GATES_ATTRIBUTE = "sink_gates"  # where the gates live in the model, so checkpoi
 class Prepared:
     visual: torch.Tensor  # (B, T) image-token positions
     last_prompt_index: torch.Tensor  # (B,)
-    v_sinks: torch.Tensor | None = None  # (B, T), filled when the connector runs
+    v_sinks: torch.Tensor  # (B, T), set when the connector runs (none before)
+    groups: torch.Tensor  # (B, T) 2-group ids, computed once per forward, not per gated layer
+
+    @classmethod
+    def without_sinks(cls, visual: torch.Tensor, last_prompt_index: torch.Tensor) -> "Prepared":
+        v_sinks = torch.zeros_like(visual)
+        return cls(visual, last_prompt_index, v_sinks, visual_groups(visual, v_sinks))
+
+    def set_v_sinks(self, v_sinks: torch.Tensor) -> None:
+        self.v_sinks, self.groups = v_sinks, visual_groups(self.visual, v_sinks)
 
 
 def check_layers(layers: list[int], num_layers: int) -> None:
@@ -94,7 +103,7 @@ class LayerGating:
         (generation prompts are left-padded, so that is every row's last prefill token)."""
         if last_prompt_index is None:
             last_prompt_index = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
-        self.prepared = Prepared(input_ids == self.backbone.image_token_id, last_prompt_index.to(input_ids.device))
+        self.prepared = Prepared.without_sinks(input_ids == self.backbone.image_token_id, last_prompt_index.to(input_ids.device))
 
     def _read_v_sinks(self, module, args) -> None:
         prepared = self._require_prepared()
@@ -105,7 +114,7 @@ class LayerGating:
             per_image = per_image[with_images]
         v_sinks = torch.zeros_like(prepared.visual)
         v_sinks[prepared.visual] = per_image.reshape(-1).to(v_sinks.device)
-        prepared.v_sinks = v_sinks
+        prepared.set_v_sinks(v_sinks)
 
     def _gate_hook(self, layer: int):
         def hook(module, args, kwargs):
@@ -138,13 +147,11 @@ class LayerGating:
         return key_scale(groups, coefficients)
 
     def _groups_at(self, hidden: torch.Tensor, prepared: Prepared) -> torch.Tensor:
-        v_sinks = prepared.v_sinks if prepared.v_sinks is not None else torch.zeros_like(prepared.visual)
-        groups = visual_groups(prepared.visual, v_sinks)
-        if self.groups == 3:
-            profile = self.backbone.sink_profile
-            l_sinks = l_sink_mask(hidden, prepared.visual, v_sinks, profile.llm_dims, profile.tau_l, profile.llm_rms_norm)
-            groups = three_groups(groups, l_sinks)
-        return groups
+        if self.groups == 2:
+            return prepared.groups
+        profile = self.backbone.sink_profile  # L-sinks differ per layer: only this split is redone
+        l_sinks = l_sink_mask(hidden, prepared.visual, prepared.v_sinks, profile.llm_dims, profile.tau_l, profile.llm_rms_norm)
+        return three_groups(prepared.groups, l_sinks)
 
     def _coefficients(self, layer: int, hidden: torch.Tensor, prepared: Prepared) -> torch.Tensor:
         rows = torch.arange(hidden.shape[0], device=hidden.device)
