@@ -41,7 +41,11 @@ from sinktrain.sinks import l_sink_mask, v_sink_mask
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "find_sink_dims.py"
 IMAGES = 32
-ENV = dict(os.environ, OMP_NUM_THREADS="1")  # the same arithmetic as the in-process run
+
+
+def tool_env() -> dict:
+    """Read at call time, after conftest pointed SINKTRAIN_CACHE at the session's cache."""
+    return dict(os.environ, OMP_NUM_THREADS="1")  # the same arithmetic as the in-process run
 
 
 def load_tool():
@@ -58,7 +62,7 @@ def free_port() -> str:
 
 
 def run(*command: str, timeout: int = 300) -> str:
-    done = subprocess.run(list(command), cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=ENV)
+    done = subprocess.run(list(command), cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=tool_env())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -214,7 +218,7 @@ def test_nothing_planted_gives_no_sink_dimension(tool, unplanted_dir, tmp_path):
 def test_cli_exits_2_with_the_message(unplanted_dir, tmp_path):
     done = subprocess.run(
         [sys.executable, str(TOOL), "--model", str(unplanted_dir), "--num_images", "8", "--out", str(tmp_path / "p.json")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV,
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=tool_env(),
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "error: no sink dimension found" in done.stderr and "Traceback" not in done.stderr
