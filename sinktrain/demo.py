@@ -33,7 +33,7 @@ from transformers import (
 from sinktrain.backbones.profiles import SinkProfile, save_profile
 from sinktrain.backbones.registry import PROFILE_FILE
 
-DEMO_VERSION = 3  # bump when the demo model or data change, so stale caches are rebuilt
+DEMO_VERSION = 4  # bump when the demo model or data change, so stale caches are rebuilt
 SEED = 0
 IMAGE_SIZE, PATCH_SIZE = 64, 8  # 8 x 8 = 64 visual tokens (LLaVA-1.5: 336 / 14 -> 576)
 VIT_HIDDEN, VIT_LAYERS = 64, 4
@@ -46,26 +46,31 @@ LLM_HIDDEN, LLM_LAYERS = 128, 4
 # where LLaVA reads the features.
 SINK_DIM, MARKER_DIM, SINK_NEURON, SINK_LAYER = 37, 5, 0, 1
 CANDIDATE_PATCHES = (0, 7, 56, 63)  # the four corner patches: background in most scenes
-# Marker bias per candidate, against patch brightness (CLIP-normalised: black -1.8, grey 0.1,
-# white 1.9): corner 0 always fires, corner 7 from grey up, corners 56 and 63 on white only, so a
-# plain black / grey / white background gives 1 / 2 / 4 sinks and objects in a corner change that.
-CANDIDATE_BIAS = (3.0, 0.9, -1.0, -0.6)
-NEURON_GAIN = 16.0  # a steep neuron: candidates are clearly on or off, rarely in between
+# Marker bias per candidate, against half the patch brightness (CLIP-normalised brightness: black
+# -1.8, grey 0.1, white 1.9): corner 0 always fires, corner 7 from grey up, corners 56 and 63 on
+# white only, so a plain black / grey / white background gives 1 / 2 / 4 sinks and objects in a
+# corner change that. Markers stay small: every patch carries them, and larger ones would dominate
+# the ViT's LayerNorms and squeeze out the colour and size content the LLM has to learn to read.
+MARKER_BRIGHTNESS = 0.5
+CANDIDATE_BIAS = (1.5, 0.45, -0.5, -0.3)
+NEURON_GAIN = 32.0  # a steep neuron: candidates are clearly on or off, rarely in between
 SINK_GAIN = 20.0  # sinks reach ~150-1000 in SINK_DIM; ordinary tokens stay below ~3 (rarely ~30)
 TAU_V = 60.0  # inside the empty gap of the log-magnitude histogram (~30 to ~150 on demo data)
-NON_CANDIDATE_MARKER = -4.0  # below every candidate
+NON_CANDIDATE_MARKER = -2.0  # below every candidate, on any background
 
 # The planted L-sink circuit (LLM-emerged sinks, like LLaMA-2's channels 2533 / 1415). A second
 # ViT marker channel (position bias + brightness, as above) marks four edge patches; where it is
 # high, one projector neuron lifts LLM channel L_MARKER_DIM, and an MLP neuron of LLM layer
 # L_SINK_LAYER reads that channel and writes massive values into LLM_SINK_DIMS, from layer 2 on.
 L_CANDIDATE_PATCHES = (3, 24, 39, 60)  # edge midpoints, never V-sink candidates
-L_CANDIDATE_BIAS = (3.0, 0.9, -1.0, -0.6)
+L_CANDIDATE_BIAS = CANDIDATE_BIAS
 VIT_L_MARKER_DIM, L_MARKER_THRESHOLD = 9, 0.0
 L_MARKER_DIM, PROJECTOR_NEURON, LLM_NEURON, L_SINK_LAYER = 7, 0, 0, 1
+L_MARKER_OFFSET = -2.0
 LLM_SINK_DIMS = (93, 17)  # primary first, as profiles list them
 L_NEURON_GAIN = 2.0
 TAU_L = 5.0  # after weightless RMSNorm; the ceiling is sqrt(128 / 2) = 8 for two massive dims
+PROJECTOR_GAIN = 4.0  # see open_projector
 
 
 def cache_dir() -> Path:
@@ -87,7 +92,7 @@ def plant_v_sinks(vision_tower) -> None:
     patch_pixels = embeddings.patch_embedding.weight[MARKER_DIM].numel()
     with torch.no_grad():
         for dim, patches, biases in ((MARKER_DIM, CANDIDATE_PATCHES, CANDIDATE_BIAS), (VIT_L_MARKER_DIM, L_CANDIDATE_PATCHES, L_CANDIDATE_BIAS)):
-            embeddings.patch_embedding.weight[dim] = 1.0 / patch_pixels  # mean brightness
+            embeddings.patch_embedding.weight[dim] = MARKER_BRIGHTNESS / patch_pixels  # mean brightness
             embeddings.position_embedding.weight[:, dim] = NON_CANDIDATE_MARKER
             for patch, bias in zip(patches, biases):
                 embeddings.position_embedding.weight[patch + 1, dim] = bias  # +1: CLS is position 0
@@ -96,6 +101,21 @@ def plant_v_sinks(vision_tower) -> None:
         mlp.fc1.bias[SINK_NEURON] = 0.0
         mlp.fc2.weight[:, SINK_NEURON] = 0.0
         mlp.fc2.weight[SINK_DIM, SINK_NEURON] = SINK_GAIN
+
+
+def open_projector(model) -> None:
+    """Start the projector blind to the planted ViT channels and at 4x the default output scale.
+
+    The planted channels are huge (sinks) or shared by every patch (markers); read at init they
+    swamp the colour and size content, and at the default scale the visual tokens drown in the
+    first attention layers' outputs. Either way the 4-layer LLM never learned to read the image in
+    a few hundred finetune steps; this way it does. Finetuning still learns to read the planted
+    channels (gradients reach those weights); the L-sink circuit, planted after this, reads one.
+    """
+    projector = model.model.multi_modal_projector
+    with torch.no_grad():
+        projector.linear_1.weight[:, [SINK_DIM, MARKER_DIM, VIT_L_MARKER_DIM]] = 0.0
+        projector.linear_2.weight *= PROJECTOR_GAIN
 
 
 def plant_l_sinks(model) -> None:
@@ -108,7 +128,9 @@ def plant_l_sinks(model) -> None:
         projector.linear_1.bias[PROJECTOR_NEURON] = -4.0 * L_MARKER_THRESHOLD
         projector.linear_2.weight[:, PROJECTOR_NEURON] = 0.0
         projector.linear_2.weight[L_MARKER_DIM, PROJECTOR_NEURON] = 1.0
-        projector.linear_2.bias[L_MARKER_DIM] = -3.0  # other visual tokens: clearly negative
+        # Other visual tokens: clearly negative, so the LLM neuron stays off; an offset small next
+        # to the content (see open_projector), or all visual tokens look alike to the LLM.
+        projector.linear_2.bias[L_MARKER_DIM] = L_MARKER_OFFSET
         for proj in (mlp.gate_proj, mlp.up_proj):  # up = gate: the neuron outputs silu(g) * g
             proj.weight[LLM_NEURON] = 0.0
             proj.weight[LLM_NEURON, L_MARKER_DIM] = L_NEURON_GAIN
@@ -177,6 +199,7 @@ def build_demo_model(out_dir: Path) -> None:
     torch.manual_seed(SEED)
     model = LlavaForConditionalGeneration(demo_config(tokenizer)).eval()
     plant_v_sinks(model.model.vision_tower)
+    open_projector(model)
     plant_l_sinks(model)
     model.save_pretrained(out_dir)
     image_processor = CLIPImageProcessor(
@@ -213,7 +236,7 @@ def ensure_demo_model() -> Path:
 
 
 DEMO_SAMPLES, DEMO_SHARDS = 2400, 8
-PRETRAIN_STEPS, PRETRAIN_BATCH, PRETRAIN_LR = 150, 16, 3e-3
+PRETRAIN_STEPS, PRETRAIN_BATCH, PRETRAIN_LR, PRETRAIN_WARMUP = 450, 16, 2e-3, 22
 
 
 def demo_trained_model_dir() -> Path:
@@ -224,8 +247,8 @@ def pretrain_demo_model(out_dir: Path) -> None:
     """The tiny LLaVA after a short LLaVA-style finetune (ViT frozen) on the demo shards.
 
     Methods that act on a trained model (LSG gates, evaluation, the oracle sweep) start from it;
-    the random demo model is the starting point of finetuning. After 150 steps it has learned
-    the answer formats and priors, but barely uses the image yet (see the LSG issue notes).
+    the random demo model is the starting point of finetuning. After 450 steps it has learned the
+    answer formats and reads colour and size from the image (not yet shape or count).
     """
     from torch.utils.data import DataLoader
 
@@ -240,11 +263,14 @@ def pretrain_demo_model(out_dir: Path) -> None:
     stream = ShardStream(expand_shards(demo_data_pattern()), encoder, rank=0, world_size=1, num_workers=0, seed=SEED)
     batches = iter(DataLoader(stream, batch_size=PRETRAIN_BATCH, collate_fn=Collator(backbone.tokenizer.pad_token_id)))
     optimizer = torch.optim.AdamW([p for p in backbone.model.parameters() if p.requires_grad], lr=PRETRAIN_LR)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / PRETRAIN_STEPS)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / PRETRAIN_WARMUP) * (1.0 - step / PRETRAIN_STEPS)
+    )
     backbone.model.train()
     for _ in range(PRETRAIN_STEPS):
         loss = backbone.forward(next(batches)[0]).loss
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(backbone.model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()

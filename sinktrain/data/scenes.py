@@ -34,7 +34,7 @@ COLOURS = {
 BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128)}
 # Side length of an object's bounding box. Each object sits in its own 48x48 quadrant, so even
 # four large ones never touch and the count stays visually unambiguous.
-SIZES = {"small": 14, "large": 28}
+SIZES = {"small": 22, "large": 40}  # large enough to dominate a quadrant's patches
 MAX_COUNT = 4
 CELL = IMAGE_SIZE // 2
 MARGIN = 2  # keeps objects in neighbouring quadrants at least 2 * MARGIN pixels apart

@@ -28,8 +28,8 @@ from sinktrain.errors import SinkTrainError
 from sinktrain.sinks import v_sink_mask
 
 ATOL = 1e-5  # fp32 on CPU: the neutral paths agree to rounding
-# Connector outputs of sink tokens are large (~100); batched vs per-image matmuls differ by rounding.
-EMBED_TOL = dict(atol=1e-5, rtol=1e-4)
+# Connector outputs of sink tokens are large (~100s); batched vs per-image matmuls differ by rounding.
+EMBED_TOL = dict(atol=1e-5, rtol=1e-3)
 
 
 # -- fixtures and helpers ----------------------------------------------------------------------
