@@ -5,7 +5,7 @@ random demo LLaVA with sharpened attention (see ``sharp_model``): a random model
 so where a test needs accuracies that move, its eval set takes as reference answers what one
 known setting (a fixed coefficient, one gate) generates, and the tool must then find that
 setting. Each tool runs once as a subprocess (exit codes, files); the rest calls the library.
-(The trained demo model answers sensibly, but building it takes minutes.)
+(The trained demo model answers sensibly, but building it takes a minute of finetuning.)
 """
 
 import importlib.util
