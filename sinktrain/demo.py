@@ -54,8 +54,8 @@ CANDIDATE_PATCHES = (0, 7, 56, 63)  # the four corner patches: background in mos
 MARKER_BRIGHTNESS = 0.5
 CANDIDATE_BIAS = (1.5, 0.45, -0.5, -0.3)
 NEURON_GAIN = 32.0  # a steep neuron: candidates are clearly on or off, rarely in between
-SINK_GAIN = 20.0  # sinks reach ~150-1000 in SINK_DIM; ordinary tokens stay below ~3 (rarely ~30)
-TAU_V = 60.0  # inside the empty gap of the log-magnitude histogram (~30 to ~150 on demo data)
+SINK_GAIN = 20.0  # sinks reach ~100-1000 in SINK_DIM; ordinary tokens stay below ~3 (rarely ~30)
+TAU_V = 60.0  # inside the (nearly) empty gap of the log-magnitude histogram on demo data
 NON_CANDIDATE_MARKER = -2.0  # below every candidate, on any background
 
 # The planted L-sink circuit (LLM-emerged sinks, like LLaMA-2's channels 2533 / 1415). A second
@@ -248,7 +248,7 @@ def pretrain_demo_model(out_dir: Path) -> None:
 
     Methods that act on a trained model (LSG gates, evaluation, the oracle sweep) start from it;
     the random demo model is the starting point of finetuning. After 450 steps it has learned the
-    answer formats and reads colour and size from the image (not yet shape or count).
+    answer formats and reads colour and size from the image (shape and count only partly).
     """
     from torch.utils.data import DataLoader
 
