@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,4 +21,5 @@ def test_bench_reports_time_ratio_and_memory(demo_model_dir, tmp_path):
     assert isinstance(report["time_ratio"], float) and math.isfinite(report["time_ratio"]) and report["time_ratio"] > 0
     assert report["timing"]["images"] == 8 and len(report["timing"]["stats_samples_ms"]) == 1
     assert [run["images"] for run in report["memory"]] == [4, 8]
+    assert report["environment"]["cpus"] == os.cpu_count() and len(report["environment"]["load_average"]) == 2
     assert all(run["stats_mb"] > 0 and math.isfinite(run["peak_rss_above_model_mb"]) for run in report["memory"])

@@ -32,7 +32,6 @@ import argparse
 import ctypes
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 
 from sinktrain import demo  # noqa: E402
+from sinktrain.bench_report import environment, write_report  # noqa: E402
 from sinktrain.find_sinks.capture import SinkCapture, VSinkFlag, plain_forward  # noqa: E402
 from sinktrain.find_sinks.collect import collect, empty_stats  # noqa: E402
 from sinktrain.find_sinks.images import PromptEncoder, batched, shard_items  # noqa: E402
@@ -252,15 +252,13 @@ def main(argv=None) -> int:
     if args.json:
         report = {
             "config": {k: v for k, v in vars(args).items() if k not in ("json", "memory_probe")},
-            "environment": {"torch": torch.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
-                            "load_average": [load_before[0], load_after[0]], "platform": platform.platform()},
+            "environment": environment(load_before, load_after),
             "time_ratio": timing["ratio"],
             "timing": timing,
             "memory": memory,
             "memory_growth_mb": growth,
         }
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_report(args.json, report)
     return 0
 
 

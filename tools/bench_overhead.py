@@ -45,10 +45,8 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import json
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -72,6 +70,7 @@ from transformers import (  # noqa: E402
 )
 
 from sinktrain.backbones.base import Batch  # noqa: E402
+from sinktrain.bench_report import environment, write_report  # noqa: E402
 from sinktrain.backbones.llava import LlavaBackbone  # noqa: E402
 from sinktrain.backbones.profiles import SinkProfile  # noqa: E402
 from sinktrain.demo import train_tokenizer  # noqa: E402
@@ -397,11 +396,7 @@ def main(argv=None) -> int:
     if args.json:
         report = {
             "config": {key: value for key, value in vars(args).items() if key != "json"},
-            "environment": {
-                "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
-                "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_average": [load_before[0], load_after[0]],
-                "platform": platform.platform(),
-            },
+            "environment": environment(load_before, load_after),
             "parameters": params,
             "v_sinks": sinks,
             "train_ratio": rows["train_step"]["ratio"],
@@ -410,8 +405,7 @@ def main(argv=None) -> int:
             "targets": TARGETS,
             "measures": rows,
         }
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_report(args.json, report)
     return 0
 
 

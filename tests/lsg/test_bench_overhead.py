@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tools" / "bench_overhead.py"
 
@@ -25,3 +27,4 @@ def test_bench_overhead_writes_ratios(tmp_path):
         assert isinstance(value, float) and math.isfinite(value) and value > 0, (key, value)
     assert report["config"]["gate_layers"] == [1, 2, 3, 5]  # layer 6 does not exist in a 6-layer LLM
     assert len(report["measures"]["train_step"]["stock_samples_ms"]) == 2
+    assert report["environment"]["torch"] == torch.__version__ and len(report["environment"]["load_average"]) == 2
