@@ -410,5 +410,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    main()
-    sys.exit(0)
+    sys.exit(main())
