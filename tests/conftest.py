@@ -35,7 +35,8 @@ def deepspeed_launch():
 
     def launch(script, *flags, timeout=900):
         command = ["deepspeed", "--num_gpus", "2", "--master_port", free_port(), str(ROOT / script), *flags]
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+        env = dict(os.environ, PYTHONFAULTHANDLER="1")  # a rank that aborts prints every thread's stack
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
         return done.stdout
 

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
-from sinktrain import demo
+from sinktrain.demo import demo_data_pattern
+from sinktrain.demo import llava as demo
 from sinktrain.backbones.profiles import load_profile
 from sinktrain.backbones.registry import PROFILE_FILE, load_backbone
 from sinktrain.data.scenes import demo_samples
@@ -114,7 +115,7 @@ def planted_l_fired(backbone, inputs):
 
 def profiled_images() -> list[Item]:
     """The images the tool profiled: the first IMAGES image samples of the demo shards."""
-    return list(shard_items(demo.demo_data_pattern(), IMAGES, rank=0, world_size=1))
+    return list(shard_items(demo_data_pattern(), IMAGES, rank=0, world_size=1))
 
 
 def fresh_images(n: int = 24) -> list[Item]:

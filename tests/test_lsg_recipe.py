@@ -2,7 +2,8 @@
 
 Two CPU ranks, ZeRO-3: the gates train (and only they reach the optimizer), every backbone
 parameter stays bitwise what it was, r_sink histograms reach TensorBoard, gates are saved with
-every checkpoint, `--resume auto` continues, and the gates lower the held-out demo loss.
+every checkpoint, `--resume auto` continues, and the gates find the trained demo model's
+sink-reading layer (sinktrain.demo.trained) and lower the held-out demo loss.
 """
 
 import json
@@ -18,6 +19,7 @@ from sinktrain.backbones.registry import load_backbone
 from sinktrain.data.collate import Collator
 from sinktrain.data.encode import SampleEncoder, decode_image
 from sinktrain.data.scenes import demo_samples
+from sinktrain.demo.trained import SINK_READING_LAYER
 from sinktrain.lsg.gate_file import gating_from_checkpoint, read_gates
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,8 +68,9 @@ def test_resume_auto(lsg_run, deepspeed_launch):
     assert f"at step {STEPS}" in log and f"step {STEPS + 1}/{STEPS + 4}" in log
 
 
-def held_out_loss(backbone) -> float:
-    """Mean answer-token loss of one batch of fresh demo conversations (first turn only)."""
+def held_out_loss(backbone, gating=None) -> tuple[float, dict]:
+    """Mean answer-token loss of one batch of fresh demo conversations (first turn only), and
+    the gates' mean r_sink per layer on it."""
     encoder = SampleEncoder(backbone.tokenizer, backbone.preprocess_images, "v1", backbone.image_token_id, backbone.num_image_tokens, None)
     examples = [
         dict(encoder.encode(record["conversations"][:2], decode_image(png) if png else None), reader=0, index=0, bad=0)
@@ -75,15 +78,20 @@ def held_out_loss(backbone) -> float:
     ]
     batch, _ = Collator(backbone.tokenizer.pad_token_id)(examples)
     with torch.no_grad():
-        return backbone.forward(batch).loss.item()
+        loss = backbone.forward(batch).loss.item()
+    ratios = {layer: r[:, 0].mean().item() for layer, r in gating.last_ratios.items()} if gating else {}
+    return loss, ratios
 
 
-def test_gates_lower_the_held_out_loss(lsg_run, one_thread):
+def test_gates_find_the_sink_reading_layer_and_lower_the_held_out_loss(lsg_run, one_thread):
     output_dir, _ = lsg_run
     backbone = load_backbone(str(demo.ensure_demo_trained_model()))
-    stock = held_out_loss(backbone)
-    gating_from_checkpoint(backbone, output_dir / "checkpoints" / f"step_{STEPS:06d}" / "gates")  # before the resume test adds steps
-    gated = held_out_loss(backbone)
-    # Small on the tiny demo, as in the paper: the trained model already attends well. The
-    # fixed-coefficient sweep puts the best single-layer gain at ~0.002 (c_sink ~1.2-1.4).
-    assert gated < stock - 0.001, (stock, gated)
+    stock, _ = held_out_loss(backbone)
+    gates = output_dir / "checkpoints" / f"step_{STEPS:06d}" / "gates"  # before the resume test adds steps
+    gated, r_sink = held_out_loss(backbone, gating_from_checkpoint(backbone, gates))
+    # Measured with this recipe (2 ranks, 40 steps) for --seed 0..3 on the bitwise-reproducible
+    # trained demo model: stock 0.3258; gated 0.3093 / 0.3061 / 0.3057 / 0.3093, a drop of
+    # 0.0165-0.0202 (5-6%); r_sink at layer 2 0.74-0.81, at layers 1 and 3 0.51-0.62. The
+    # thresholds sit at half the smallest measured drop and well inside the r_sink spread.
+    assert SINK_READING_LAYER == 2 and stock - gated > 0.008, (stock, gated)
+    assert r_sink[2] > 0.65 and r_sink[2] == max(r_sink.values()), r_sink

@@ -73,7 +73,7 @@ from sinktrain.backbones.base import Batch  # noqa: E402
 from sinktrain.bench_report import environment, write_report  # noqa: E402
 from sinktrain.backbones.llava import LlavaBackbone  # noqa: E402
 from sinktrain.backbones.profiles import SinkProfile  # noqa: E402
-from sinktrain.demo import train_tokenizer  # noqa: E402
+from sinktrain.demo.llava import train_tokenizer  # noqa: E402
 from sinktrain.lsg.gating import LayerGating  # noqa: E402
 
 SEED = 0

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
 
-from sinktrain import demo
+from sinktrain.demo import llava as demo
 from sinktrain.backbones.llava import expand_to_square
 from sinktrain.backbones.registry import load_backbone
 from sinktrain.data.collate import Collator

@@ -12,7 +12,7 @@ from sinktrain.backbones.registry import load_backbone
 from sinktrain.errors import SinkTrainError
 from sinktrain.lsg.gate import SinkGate
 from sinktrain.lsg.gating import LayerGating
-from sinktrain import demo
+from sinktrain.demo import llava as demo
 from sinktrain.lsg.keys import L_SINK, ORDINARY, TEXT, V_SINK, key_scale, visual_groups
 from sinktrain.sinks import l_sink_mask
 

@@ -1,22 +1,17 @@
-"""The embedded default: a tiny LLaVA-1.5 and synthetic-scene shards, built once and cached.
+"""The embedded tiny LLaVA-1.5: a real ``LlavaForConditionalGeneration`` with planted sinks.
 
-``python -m sinktrain.demo`` builds both and prints where they are. The tiny backbone is a real
-``LlavaForConditionalGeneration`` with LLaVA-1.5's shape in miniature (CLIP-style ViT read at
-layer -2 with CLS dropped, Linear-GELU-Linear projector, LLaMA-style LLM, sentencepiece tokenizer
-trained on the demo vocabulary), saved as a normal Hugging Face model directory so
-``from_pretrained`` loads it like ``llava-hf/llava-1.5-7b-hf``. Weights are random from a fixed
-seed, plus one planted massive-activation circuit in the ViT (see ``plant_v_sinks``) so that
-1-4 patches per image are genuine V-sinks under the dimension-threshold rule.
-
-The cache lives in ``$SINKTRAIN_CACHE`` (default ``~/.cache/sinktrain``); every artefact is
-written to a temporary sibling and renamed into place, so an interrupted build is simply redone.
+LLaVA-1.5's shape in miniature (CLIP-style ViT read at layer -2 with CLS dropped,
+Linear-GELU-Linear projector, LLaMA-style LLM, sentencepiece tokenizer trained on the demo
+vocabulary), saved as a normal Hugging Face model directory so ``from_pretrained`` loads it like
+``llava-hf/llava-1.5-7b-hf``. Weights are random from a fixed seed, plus two planted circuits:
+massive activations in the ViT (``plant_v_sinks``: 1-4 genuine V-sinks per image under the
+dimension-threshold rule) and in the LLM (``plant_l_sinks``: L-sinks from layer 2 on).
+``python -m sinktrain.demo`` builds it (and the other demo artefacts) into the cache.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+import io
 from pathlib import Path
 
 import torch
@@ -32,8 +27,8 @@ from transformers import (
 
 from sinktrain.backbones.profiles import SinkProfile, save_profile
 from sinktrain.backbones.registry import PROFILE_FILE
+from sinktrain.demo.cache import DEMO_VERSION, build_once, cache_dir, reproducible
 
-DEMO_VERSION = 4  # bump when the demo model or data change, so stale caches are rebuilt
 SEED = 0
 IMAGE_SIZE, PATCH_SIZE = 64, 8  # 8 x 8 = 64 visual tokens (LLaVA-1.5: 336 / 14 -> 576)
 VIT_HIDDEN, VIT_LAYERS = 64, 4
@@ -73,16 +68,8 @@ TAU_L = 5.0  # after weightless RMSNorm; the ceiling is sqrt(128 / 2) = 8 for tw
 PROJECTOR_GAIN = 4.0  # see open_projector
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("SINKTRAIN_CACHE", Path.home() / ".cache" / "sinktrain"))
-
-
 def demo_model_dir() -> Path:
     return cache_dir() / f"demo-llava-v{DEMO_VERSION}"
-
-
-def demo_shard_dir() -> Path:
-    return cache_dir() / f"demo-shards-v{DEMO_VERSION}"
 
 
 def plant_v_sinks(vision_tower) -> None:
@@ -161,16 +148,16 @@ def train_tokenizer(out_dir: Path) -> LlamaTokenizer:
     from sinktrain.data.templates import VICUNA_V1_SYSTEM
 
     sentences = vocabulary_sentences() + [VICUNA_V1_SYSTEM, "USER: ASSISTANT:"]
+    model = io.BytesIO()  # in memory: a model_prefix path would be recorded in the file
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences * 4),
-        model_prefix=str(out_dir / "tokenizer"),
+        sentence_iterator=iter(sentences * 4), model_writer=model,
         vocab_size=600, model_type="bpe", byte_fallback=True, character_coverage=1.0,
         unk_id=0, bos_id=1, eos_id=2, pad_id=-1, split_digits=True,
         normalization_rule_name="identity", num_threads=1, minloglevel=2,
     )
+    (out_dir / "tokenizer.model").write_bytes(model.getvalue())
     tokenizer = LlamaTokenizer.from_pretrained(str(out_dir))
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"], "pad_token": "<pad>"})
-    (out_dir / "tokenizer.vocab").unlink()  # a human-readable listing, not needed to load
     return tokenizer
 
 
@@ -196,11 +183,11 @@ def build_demo_model(out_dir: Path) -> None:
     """Write the tiny LLaVA (weights, config, tokenizer, processor, sink profile) to out_dir."""
     out_dir.mkdir(parents=True)
     tokenizer = train_tokenizer(out_dir)
-    torch.manual_seed(SEED)
-    model = LlavaForConditionalGeneration(demo_config(tokenizer)).eval()
-    plant_v_sinks(model.model.vision_tower)
-    open_projector(model)
-    plant_l_sinks(model)
+    with reproducible(SEED):
+        model = LlavaForConditionalGeneration(demo_config(tokenizer)).eval()
+        plant_v_sinks(model.model.vision_tower)
+        open_projector(model)
+        plant_l_sinks(model)
     model.save_pretrained(out_dir)
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
@@ -213,108 +200,7 @@ def build_demo_model(out_dir: Path) -> None:
     save_profile(demo_profile(), out_dir / PROFILE_FILE)
 
 
-def build_once(target: Path, build) -> Path:
-    """Run ``build(tmp)`` into a temporary sibling and rename it to ``target``; skip if present."""
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        build(tmp / "out")
-        try:
-            os.replace(tmp / "out", target)
-        except OSError:  # another process (rank) finished first: its copy is identical
-            if not target.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
 def ensure_demo_model() -> Path:
     return build_once(demo_model_dir(), build_demo_model)
 
 
-DEMO_SAMPLES, DEMO_SHARDS = 2400, 8
-PRETRAIN_STEPS, PRETRAIN_BATCH, PRETRAIN_LR, PRETRAIN_WARMUP = 450, 16, 2e-3, 22
-
-
-def demo_trained_model_dir() -> Path:
-    return cache_dir() / f"demo-llava-trained-v{DEMO_VERSION}"
-
-
-def pretrain_demo_model(out_dir: Path) -> None:
-    """The tiny LLaVA after a short LLaVA-style finetune (ViT frozen) on the demo shards.
-
-    Methods that act on a trained model (LSG gates, evaluation, the oracle sweep) start from it;
-    the random demo model is the starting point of finetuning. After 450 steps it has learned the
-    answer formats and reads colour and size from the image (shape and count only partly).
-    """
-    from torch.utils.data import DataLoader
-
-    from sinktrain.backbones.registry import load_backbone
-    from sinktrain.data.collate import Collator
-    from sinktrain.data.encode import SampleEncoder
-    from sinktrain.data.stream import ShardStream, expand_shards
-
-    backbone = load_backbone(str(ensure_demo_model()))
-    backbone.freeze_vision()
-    encoder = SampleEncoder(backbone.tokenizer, backbone.preprocess_images, "v1", backbone.image_token_id, backbone.num_image_tokens, 512)
-    stream = ShardStream(expand_shards(demo_data_pattern()), encoder, rank=0, world_size=1, num_workers=0, seed=SEED)
-    batches = iter(DataLoader(stream, batch_size=PRETRAIN_BATCH, collate_fn=Collator(backbone.tokenizer.pad_token_id)))
-    optimizer = torch.optim.AdamW([p for p in backbone.model.parameters() if p.requires_grad], lr=PRETRAIN_LR)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / PRETRAIN_WARMUP) * (1.0 - step / PRETRAIN_STEPS)
-    )
-    backbone.model.train()
-    for _ in range(PRETRAIN_STEPS):
-        loss = backbone.forward(next(batches)[0]).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(backbone.model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
-    backbone.model.eval().save_pretrained(out_dir)
-    backbone.processor.save_pretrained(out_dir)
-    save_profile(backbone.sink_profile, out_dir / PROFILE_FILE)
-
-
-def ensure_demo_trained_model() -> Path:
-    return build_once(demo_trained_model_dir(), pretrain_demo_model)
-
-
-def ensure_demo_shards() -> Path:
-    """Write the demo shards once (write_demo_shards itself swaps a finished directory in)."""
-    from sinktrain.data.shards import write_demo_shards
-
-    target = demo_shard_dir()
-    if not target.is_dir():
-        write_demo_shards(str(target), DEMO_SAMPLES, DEMO_SHARDS, SEED)
-    return target
-
-
-EVAL_SAMPLES, EVAL_SHARDS, EVAL_SEED = 400, 2, 1  # held out: another seed than the training shards
-
-
-def demo_eval_dir() -> Path:
-    return cache_dir() / f"demo-eval-v{DEMO_VERSION}"
-
-
-def demo_eval_pattern() -> str:
-    """Held-out demo shards with answers and task categories, for tools/evaluate.py."""
-    from sinktrain.data.shards import write_demo_shards
-
-    target = demo_eval_dir()
-    if not target.is_dir():
-        write_demo_shards(str(target), EVAL_SAMPLES, EVAL_SHARDS, EVAL_SEED)
-    return str(target / ("demo-{000000..%06d}.tar" % (EVAL_SHARDS - 1)))
-
-
-def demo_data_pattern() -> str:
-    return str(ensure_demo_shards() / ("demo-{000000..%06d}.tar" % (DEMO_SHARDS - 1)))
-
-
-if __name__ == "__main__":
-    print("demo model: ", ensure_demo_model())
-    print("trained:    ", ensure_demo_trained_model())
-    print("demo shards:", demo_data_pattern())

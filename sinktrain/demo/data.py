@@ -1,0 +1,49 @@
+"""The demo data: synthetic-scene conversations as WebDataset shards, for training and held-out eval.
+
+Both sets come from ``sinktrain.data.scenes`` with their own seeds and are written once into the
+cache (``write_demo_shards`` swaps a finished directory in); the shard bytes are a function of
+the seed alone (fixed tar member times, deterministic PNG encoding).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sinktrain.demo.cache import DEMO_VERSION, cache_dir
+
+SEED = 0
+DEMO_SAMPLES, DEMO_SHARDS = 2400, 8
+EVAL_SAMPLES, EVAL_SHARDS, EVAL_SEED = 400, 2, 1  # held out: another seed than the training shards
+
+
+def demo_shard_dir() -> Path:
+    return cache_dir() / f"demo-shards-v{DEMO_VERSION}"
+
+
+def demo_eval_dir() -> Path:
+    return cache_dir() / f"demo-eval-v{DEMO_VERSION}"
+
+
+def ensure_shards(target: Path, samples: int, shards: int, seed: int) -> Path:
+    from sinktrain.data.shards import write_demo_shards
+
+    if not target.is_dir():
+        write_demo_shards(str(target), samples, shards, seed)
+    return target
+
+
+def shard_pattern(directory: Path, shards: int) -> str:
+    return str(directory / ("demo-{000000..%06d}.tar" % (shards - 1)))
+
+
+def ensure_demo_shards() -> Path:
+    return ensure_shards(demo_shard_dir(), DEMO_SAMPLES, DEMO_SHARDS, SEED)
+
+
+def demo_data_pattern() -> str:
+    return shard_pattern(ensure_demo_shards(), DEMO_SHARDS)
+
+
+def demo_eval_pattern() -> str:
+    """Held-out demo shards with answers and task categories, for tools/evaluate.py."""
+    return shard_pattern(ensure_shards(demo_eval_dir(), EVAL_SAMPLES, EVAL_SHARDS, EVAL_SEED), EVAL_SHARDS)
