@@ -1,16 +1,18 @@
 """DIYSink stage 2: finetune the DualMLP connector jointly with the LLM (ViT frozen), LLaVA-style.
 
-Runs on the embedded tiny LLaVA and demo shards with no flags; on a real model and data with
---model and --data:
+Runs on the embedded tiny LLaVA and demo shards with no flags; on another family's tiny model with
+--model demo:qwen2_vl (or demo:qwen2_5_vl); on a real model and data with --model and --data:
 
     deepspeed --num_gpus 2 recipes/diysink_finetune.py --ds_config ds_configs/zero3.json
     deepspeed --num_gpus 8 recipes/diysink_finetune.py --ds_config ds_configs/zero3.json \\
         --model llava-hf/llava-1.5-7b-hf --data 'shards/{000000..000665}.tar' \\
         --connector_init runs/diysink-pretrain/connector.safetensors      # optional
+    deepspeed ... --model Qwen/Qwen2-VL-7B-Instruct --max_pixels 802816 ...  # the same shards, Qwen's format
     deepspeed ... --output_dir runs/my-run --resume auto                   # continue a run
 
-Both projectors start from the backbone's own (or --connector_init); sink tokens are placed first,
-then non-sinks, each from its own projector (FACTS.md, "DualMLP").
+Both connectors start from the backbone's own (or --connector_init); each image's V-sink slots
+are placed first, then the other slots, each token from its own connector and with its own
+position ids (DIYSink, "To Sink or Not to Sink", Sec. 4: DualMLP).
 """
 
 from __future__ import annotations
@@ -20,12 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from sinktrain.backbones.registry import load_backbone  # noqa: E402
 from sinktrain.diysink.attach import attach_dual_mlp  # noqa: E402
 from sinktrain.recipe import main_guard  # noqa: E402
 from sinktrain.train.args import common_parser, parse  # noqa: E402
 from sinktrain.train.loop import MethodHooks, fit  # noqa: E402
-from sinktrain.train.run import setup_run  # noqa: E402
+from sinktrain.train.run import load_run_backbone, setup_run  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -39,11 +40,11 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     run = setup_run(args, "diysink-finetune")
-    backbone = load_backbone(run.model, args.sink_profile, dtype=run.dtype)
+    backbone = load_run_backbone(run)
     backbone.freeze_vision()
-    connector = attach_dual_mlp(backbone, sink_first=not args.no_sink_first, connector_init=args.connector_init)
-    hooks = MethodHooks(metrics=lambda: {"diysink/sinks_per_image": connector.last_sinks_per_image})
-    fit(run, backbone, args.template or backbone.default_template, hooks)
+    attach_dual_mlp(backbone, sink_first=not args.no_sink_first, connector_init=args.connector_init)
+    hooks = MethodHooks(metrics=lambda: {"diysink/sinks_per_image": backbone.slots.sinks_per_image})
+    fit(run, backbone, args.template, hooks)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """LSG: train Layer-wise Sink Gates on a frozen backbone (next-token loss only).
 
 Joint multi-layer training (the demo default gates layers 1,2,3 of the tiny LLaVA after a short
-finetune, since gates act on a trained model); one layer
-with --layers 10; 3 groups (V-sinks / L-sinks / ordinary) with --groups 3:
+finetune, since gates act on a trained model; --model demo:qwen2_vl or demo:qwen2_5_vl for the
+other families' trained demos); one layer with --layers 10; 3 groups (V-sinks / L-sinks /
+ordinary) with --groups 3:
 
     deepspeed --num_gpus 2 recipes/lsg_train.py --ds_config ds_configs/zero3.json
     deepspeed --num_gpus 8 recipes/lsg_train.py --ds_config ds_configs/zero3.json \\
@@ -22,15 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from sinktrain import demo  # noqa: E402
-from sinktrain.backbones.registry import load_backbone  # noqa: E402
 from sinktrain.lsg.gate_file import gate_state, meta_for, save_gates  # noqa: E402
 from sinktrain.lsg.gating import LayerGating  # noqa: E402
 from sinktrain.recipe import main_guard  # noqa: E402
 from sinktrain.tool_args import layer_list  # noqa: E402
 from sinktrain.train.args import common_parser, parse  # noqa: E402
 from sinktrain.train.loop import MethodHooks, fit  # noqa: E402
-from sinktrain.train.run import setup_run  # noqa: E402
+from sinktrain.train.run import load_run_backbone, setup_run  # noqa: E402
 
 DEMO_LAYERS = [1, 2, 3]  # the tiny LLaVA has 4 decoder layers
 PAPER_LAYERS = [3, 6, 7, 10, 19]  # LLaVA-1.5-7B, the paper's greedy stack
@@ -41,8 +40,8 @@ def parse_args(argv=None):
     lsg = parser.add_argument_group("LSG")
     lsg.add_argument("--layers", default=None, help=f"gated LLM layers; default: {DEMO_LAYERS} on the demo, {PAPER_LAYERS} otherwise")
     lsg.add_argument("--groups", type=int, default=2, help="2: V-sinks vs other visual tokens; 3: V-sinks / L-sinks / ordinary")
-    # The gates' gain on the demo is small (about 1% of the held-out loss) and the gradient noisy:
-    # a larger rate makes r_sink swing from batch to batch instead of settling.
+    # On the demo the gates must find the trained model's sink-reading layer (sinktrain.demo.trained)
+    # in a few dozen steps; a larger rate makes r_sink swing from batch to batch instead of settling.
     args = parse(parser, argv, demo_overrides={"lr": 1e-3})
     args.layers = layer_list(args.layers) if args.layers else (DEMO_LAYERS if args.demo else PAPER_LAYERS)
     return args
@@ -57,18 +56,17 @@ def gate_hooks(gating: LayerGating, is_main: bool) -> MethodHooks:
         if is_main:
             save_gates(directory / "gates", state, meta_for(gating))
 
-    return MethodHooks(metrics=metrics, extra_save=save)
+    return MethodHooks(metrics=metrics, extra_save=save, final_save=save)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    run = setup_run(args, "lsg-train", demo_model=demo.ensure_demo_trained_model)
-    backbone = load_backbone(run.model, args.sink_profile, dtype=run.dtype)
+    run = setup_run(args, "lsg-train", trained_demo=True)
+    backbone = load_run_backbone(run)
     backbone.model.requires_grad_(False)
     gating = LayerGating(backbone, args.layers, args.groups)
     hooks = gate_hooks(gating, run.is_main)
-    fit(run, backbone, args.template or backbone.default_template, hooks)
-    hooks.extra_save(run.output_dir)
+    fit(run, backbone, args.template, hooks)
 
 
 if __name__ == "__main__":

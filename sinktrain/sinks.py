@@ -1,6 +1,6 @@
 """V-sink and L-sink identification: pure tensor functions (no model, no state).
 
-Definitions follow FACTS.md ("Sink identification"):
+Definitions follow Sun et al. 2024 ("Massive Activations in LLMs"), DIYSink ("To Sink or Not to Sink") and LSG ("When Sinks Help or Hurt", Sec. 3.1-3.2):
 
 * V-sink (ViT-emerged): visual token i with ``max_{d in dims} |h_i[d]| >= tau`` (dimension-threshold
   criterion, LSG) or ``||h_i||_2 >= tau`` (L2-norm criterion, DIYSink), read at the vision layer

@@ -16,17 +16,15 @@ from transformers import LlavaForConditionalGeneration
 
 from sinktrain import demo
 from sinktrain.backbones.registry import load_backbone
-from sinktrain.data.collate import Collator
-from sinktrain.data.encode import SampleEncoder, decode_image
-from sinktrain.data.scenes import demo_samples
 from sinktrain.demo.trained import SINK_READING_LAYER
 from sinktrain.lsg.gate_file import gating_from_checkpoint, read_gates
+
+from held_out import held_out_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "lsg_train.py"
 pytestmark = pytest.mark.multiprocess
 STEPS = 40
-HELD_OUT_SAMPLES, HELD_OUT_SEED = 512, 7  # not the training shards' seed (0) nor the eval set's (1)
 
 
 @pytest.fixture(scope="module")
@@ -68,21 +66,6 @@ def test_resume_auto(lsg_run, deepspeed_launch):
     assert f"at step {STEPS}" in log and f"step {STEPS + 1}/{STEPS + 4}" in log
 
 
-def held_out_loss(backbone, gating=None) -> tuple[float, dict]:
-    """Mean answer-token loss of one batch of fresh demo conversations (first turn only), and
-    the gates' mean r_sink per layer on it."""
-    encoder = SampleEncoder(backbone.tokenizer, backbone.preprocess_images, "v1", backbone.image_token_id, backbone.num_image_tokens, None)
-    examples = [
-        dict(encoder.encode(record["conversations"][:2], decode_image(png) if png else None), reader=0, index=0, bad=0)
-        for record, png in demo_samples(HELD_OUT_SAMPLES, seed=HELD_OUT_SEED)
-    ]
-    batch, _ = Collator(backbone.tokenizer.pad_token_id)(examples)
-    with torch.no_grad():
-        loss = backbone.forward(batch).loss.item()
-    ratios = {layer: r[:, 0].mean().item() for layer, r in gating.last_ratios.items()} if gating else {}
-    return loss, ratios
-
-
 def test_gates_find_the_sink_reading_layer_and_lower_the_held_out_loss(lsg_run, one_thread):
     output_dir, _ = lsg_run
     backbone = load_backbone(str(demo.ensure_demo_trained_model()))
@@ -90,8 +73,8 @@ def test_gates_find_the_sink_reading_layer_and_lower_the_held_out_loss(lsg_run, 
     gates = output_dir / "checkpoints" / f"step_{STEPS:06d}" / "gates"  # before the resume test adds steps
     gated, r_sink = held_out_loss(backbone, gating_from_checkpoint(backbone, gates))
     # Measured with this recipe (2 ranks, 40 steps) for --seed 0..3 on the bitwise-reproducible
-    # trained demo model: stock 0.3258; gated 0.3093 / 0.3061 / 0.3057 / 0.3093, a drop of
-    # 0.0165-0.0202 (5-6%); r_sink at layer 2 0.74-0.81, at layers 1 and 3 0.51-0.62. The
+    # trained demo model: stock 0.3220; gated 0.2861 / 0.2883 / 0.2880 / 0.2876, a drop of
+    # 0.0338-0.0360 (10-11%); r_sink at layer 2 0.79-0.84, at layers 1 and 3 0.25-0.44. The
     # thresholds sit at half the smallest measured drop and well inside the r_sink spread.
-    assert SINK_READING_LAYER == 2 and stock - gated > 0.008, (stock, gated)
+    assert SINK_READING_LAYER == 2 and stock - gated > 0.017, (stock, gated)
     assert r_sink[2] > 0.65 and r_sink[2] == max(r_sink.values()), r_sink

@@ -28,6 +28,22 @@ def llama_dir(tmp_path_factory):
 def test_unsupported_architecture_names_the_supported_ones(llama_dir):
     code, err = recipe("--model", str(llama_dir))
     assert code == 2 and "'llama'" in err and "llava (LlavaForConditionalGeneration)" in err
+    assert "qwen2_vl (Qwen2VLForConditionalGeneration)" in err and "qwen2_5_vl (Qwen2_5_VLForConditionalGeneration)" in err
+
+
+def test_template_of_another_family(tmp_path):
+    code, err = recipe("--model", "demo:qwen2_vl", "--template", "v1", "--output_dir", str(tmp_path))
+    assert code == 2 and "--template v1 is the chat format of LLaVA-1.5" in err and "speaks qwen2_vl" in err
+
+
+def test_pixel_limits_on_a_fixed_size_family(tmp_path):
+    code, err = recipe("--max_pixels", "50000", "--output_dir", str(tmp_path))
+    assert code == 2 and "dynamic-resolution families" in err
+
+
+def test_unknown_demo_family(tmp_path):
+    code, err = recipe("--model", "demo:gpt4v", "--output_dir", str(tmp_path))
+    assert code == 2 and "no demo model 'gpt4v'" in err and "qwen2_5_vl" in err
 
 
 def test_model_path_that_is_no_model(tmp_path):

@@ -2,11 +2,14 @@
 
 What it measures (default: the embedded demo LLaVA and demo shards, CPU fp32, nothing downloaded):
 
-* **time ratio**: the same pre-encoded batches of ``--num_images`` images through (a) plain prefill
-  forwards and (b) forwards with find_sink_dims's hooks filling its statistics. Rounds alternate
+* **time ratio**: the same pre-encoded batches of ``--num_images`` images through (a) the backbone
+  model's own prefill forward (``backbone.model(**backbone.model_inputs(...), use_cache=False,
+  logits_to_keep=1)`` under ``torch.inference_mode``: what ``SinkCapture.run`` calls) and (b) the
+  same forwards with find_sink_dims's hooks filling its statistics. Rounds alternate
   the order of (a) and (b) so machine-load drift hits both alike; the ratio is median(b) /
   median(a); target <= 1.15. "spread" is the median absolute deviation of (a) in % of its median:
-  a ratio whose distance from 1.00 is below it is noise.
+  a ratio whose distance from 1.00 is below it is noise. The same ratio on process CPU time is
+  printed too: on a machine shared with other jobs it is less disturbed than wall time.
 * **memory**: the whole streaming pass (shards read and decoded batch by batch, exactly as the
   tool does) for each of ``--memory_images`` counts, each in a fresh process: peak resident memory
   (GPU: peak allocated) above the loaded model. Target: it does not grow with the image count;
@@ -44,11 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 
 from sinktrain import demo  # noqa: E402
-from sinktrain.bench_report import environment, write_report  # noqa: E402
-from sinktrain.find_sinks.capture import SinkCapture, VSinkFlag, plain_forward  # noqa: E402
+from sinktrain.bench.report import environment, write_report  # noqa: E402
+from sinktrain.find_sinks.capture import SinkCapture, VSinkFlag  # noqa: E402
 from sinktrain.find_sinks.collect import collect, empty_stats  # noqa: E402
 from sinktrain.find_sinks.images import PromptEncoder, batched, shard_items  # noqa: E402
 from sinktrain.find_sinks.probe import load_unprofiled  # noqa: E402
+from sinktrain.find_sinks.tokens import delimiter_table  # noqa: E402
 
 TARGET = 1.15
 MIN_RATIO = 100.0  # the tool's default rule for the provisional V-sink flag
@@ -83,18 +87,33 @@ def sync(device: str) -> None:
 
 
 # -- time ------------------------------------------------------------------------------------
+def on_device(backbone, batch: tuple, device: str) -> tuple:
+    """(input_ids, attention_mask, vision) on the device, image tensors in the model's dtype (as collect does)."""
+    input_ids, attention_mask, vision = batch
+    dtype = next(backbone.model.parameters()).dtype
+    vision = {k: v.to(device, dtype if v.is_floating_point() else None) for k, v in vision.items()}
+    return input_ids.to(device), attention_mask.to(device), vision
+
+
 def encoded_batches(backbone, args) -> list[tuple]:
     items = shard_items(args.data or demo.demo_data_pattern(), args.num_images, rank=0, world_size=1)
     encode = PromptEncoder(backbone, backbone.default_template)
-    return [tuple(t.to(args.device) for t in encode(chunk)) for chunk in batched(items, args.batch_size)]
+    return [on_device(backbone, encode(chunk), args.device) for chunk in batched(items, args.batch_size)]
 
 
-def timed(fn, device: str) -> float:
+def timed(fn, device: str) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds): CPU time is less disturbed by other jobs on the machine."""
     sync(device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
     sync(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+@torch.inference_mode()
+def plain_forward(backbone, input_ids, attention_mask, vision) -> None:
+    """The backbone model's own prefill forward with the inputs SinkCapture.run gives it."""
+    backbone.model(**backbone.model_inputs(input_ids, attention_mask, vision), use_cache=False, logits_to_keep=1)
 
 
 def plain_pass(backbone, batches) -> None:
@@ -102,23 +121,26 @@ def plain_pass(backbone, batches) -> None:
         plain_forward(backbone, *batch)
 
 
-def stats_pass(backbone, batches, device) -> None:
+def stats_pass(backbone, batches, device, delimiters) -> None:
     stats = empty_stats(backbone, device)
-    with SinkCapture(backbone, stats, VSinkFlag(MIN_RATIO)) as capture:
+    with SinkCapture(backbone, stats, VSinkFlag(MIN_RATIO), delimiters) as capture:
         for batch in batches:
             capture.run(*batch)
 
 
 def time_ratio(backbone, args) -> dict:
     batches = encoded_batches(backbone, args)
+    delimiters = delimiter_table(backbone.tokenizer, backbone.image_token_id)  # once per run, as collect does
     samples: dict[str, list[float]] = {"plain": [], "stats": []}
-    variants = {"plain": lambda: plain_pass(backbone, batches), "stats": lambda: stats_pass(backbone, batches, args.device)}
+    cpu: dict[str, list[float]] = {"plain": [], "stats": []}
+    variants = {"plain": lambda: plain_pass(backbone, batches), "stats": lambda: stats_pass(backbone, batches, args.device, delimiters)}
     for index in range(args.warmup + args.repeats):
         order = ("plain", "stats") if index % 2 == 0 else ("stats", "plain")
         for name in order:
-            seconds = timed(variants[name], args.device)
+            seconds, cpu_seconds = timed(variants[name], args.device)
             if index >= args.warmup:
                 samples[name].append(seconds)
+                cpu[name].append(cpu_seconds)
         print(f"  round {index + 1}/{args.warmup + args.repeats} done", flush=True)
     plain, stats = statistics.median(samples["plain"]), statistics.median(samples["stats"])
     spread = statistics.median(abs(v - plain) for v in samples["plain"]) / plain
@@ -129,6 +151,7 @@ def time_ratio(backbone, args) -> dict:
         "ratio": stats / plain,
         "paired_median_ratio": statistics.median(s / p for s, p in zip(samples["stats"], samples["plain"])),
         "plain_spread_pct": 100 * spread,
+        "cpu_paired_median_ratio": statistics.median(s / p for s, p in zip(cpu["stats"], cpu["plain"])),
         "target": TARGET,
         "pass": stats / plain <= TARGET,
         "plain_samples_ms": [1000 * v for v in samples["plain"]],
@@ -170,7 +193,7 @@ def memory_probe(args) -> dict:
     items = lambda n: shard_items(args.data or demo.demo_data_pattern(), n, rank=0, world_size=1)  # noqa: E731
     template, vflag = backbone.default_template, VSinkFlag(MIN_RATIO)
     warm = next(iter(batched(items(args.batch_size), args.batch_size)))  # the model's own working memory first
-    plain_forward(backbone, *(t.to(args.device) for t in PromptEncoder(backbone, template)(warm)))
+    plain_forward(backbone, *on_device(backbone, PromptEncoder(backbone, template)(warm), args.device))
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
@@ -199,13 +222,16 @@ def memory_runs(args) -> list[dict]:
 
 
 # -- report ----------------------------------------------------------------------------------
-def shape_text(backbone) -> str:
-    config = backbone.model.config
+def shape_text(backbone, args) -> str:
     stats = empty_stats(backbone, "cpu")
-    vit, llm = stats.vit.hist.shape, stats.llm.hist.shape
+    vit, llm = stats.vit.hist.shape, stats.llm_all.hist.shape
+    items = shard_items(args.data or demo.demo_data_pattern(), 1, rank=0, world_size=1)
+    input_ids, _, _ = PromptEncoder(backbone, backbone.default_template)(list(items))
+    visual = int((input_ids == backbone.image_token_id).sum())
     return (
-        f"statistics: ViT {vit[0]} layers x {vit[1]} channels, LLM {llm[0]} layers x {llm[1]} channels, x {vit[2]} bins "
-        f"= {stats.nbytes() / 2**20:.1f} MB (LLM hidden {config.text_config.hidden_size}, {backbone.num_image_tokens} visual tokens)"
+        f"statistics: ViT {vit[0]} layers x {vit[1]} channels, LLM {llm[0]} layers x {llm[1]} channels (counted twice: "
+        f"every token, visual tokens), x {vit[2]} bins = {stats.nbytes() / 2**20:.1f} MB (LLM hidden {backbone.llm_width}, "
+        f"{visual} visual tokens in the first image, prompt {input_ids.shape[1]} tokens)"
     )
 
 
@@ -228,7 +254,7 @@ def main(argv=None) -> int:
         return 0
     load_before = os.getloadavg()
     backbone = load(args)
-    print(shape_text(backbone))
+    print(shape_text(backbone, args))
     allocator = "pinned" if args.pinned_allocator else "default"
     print(f"{args.num_images} images, batch {args.batch_size}, {args.warmup} warmup + {args.repeats} rounds, {args.device}, "
           f"{args.threads} threads, {allocator} allocator, torch {torch.__version__}, {os.cpu_count()} CPUs", flush=True)
@@ -239,7 +265,8 @@ def main(argv=None) -> int:
     if abs(timing["ratio"] - 1) < timing["plain_spread_pct"] / 100:
         verdict += " (within noise)"
     print(f"time: plain {timing['plain_ms']:.0f} ms, with statistics {timing['stats_ms']:.0f} ms over {timing['images']} images: "
-          f"ratio {timing['ratio']:.3f} (paired median {timing['paired_median_ratio']:.3f}, spread {timing['plain_spread_pct']:.1f}%), "
+          f"ratio {timing['ratio']:.3f} (paired median {timing['paired_median_ratio']:.3f}, spread {timing['plain_spread_pct']:.1f}%, "
+          f"CPU-time paired median {timing['cpu_paired_median_ratio']:.3f}), "
           f"target <= {TARGET}: {verdict}")
     for run in memory:
         print(f"memory: {run['images']:>5} images: peak {run['peak_rss_above_model_mb']:.1f} MB above the model "

@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from sinktrain.errors import SinkTrainError  # noqa: E402
-from sinktrain.eval_setup import add_eval_flags, eval_kwargs, load_eval_backbone, load_eval_samples, place  # noqa: E402
-from sinktrain.evaluate import evaluate  # noqa: E402
+from sinktrain.eval.setup import add_eval_flags, eval_kwargs, load_eval_backbone, load_eval_samples, place  # noqa: E402
+from sinktrain.eval import evaluate  # noqa: E402
 from sinktrain.recipe import main_guard  # noqa: E402
 
 

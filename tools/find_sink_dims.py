@@ -13,10 +13,13 @@ One prefill pass over the images with forward hooks fills per layer and channel 
 fixed size (sinktrain/find_sinks/stats.py); ranks add them up. A sink dim is a channel massive
 relative to its layer's median magnitude (--min_ratio, 100) in most images, on few tokens, and in
 most layers from its first such layer on (sinktrain/find_sinks/select.py explains the rule); the
-vision tower is read at the layer feeding the connector, the LLM on visual tokens that are not
-V-sinks. tau_V / tau_L sit in the widest empty gap of the primary dim's log-magnitude histogram
-(LLM values after weightless RMSNorm unless --no_rms_norm). Writes the profile (JSON), PNG plots
-beside it (--plot_dir) and prints a summary table. When no channel qualifies it says "no sink
+vision tower is read at the layer feeding the connector (per patch, and per LLM slot where the
+connector merges patches), the LLM on every token (massive dims show first at the first token and
+at delimiters; the summary says where each dim shows). tau_V / tau_L sit in the widest empty gap
+of the primary dim's log-magnitude histogram, tau_L on visual tokens that are not V-sinks (LLM
+values after weightless RMSNorm unless --no_rms_norm; the LLM's primary dim is the chosen one
+largest there, so a dim massive only at the first token does not hide the L-sinks). Writes the
+profile (JSON), PNG plots beside it (--plot_dir) and prints a summary table. When no channel qualifies it says "no sink
 dimension found", lists the best candidates, and exits 2 without writing a profile.
 """
 
@@ -33,13 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 
 from sinktrain import demo  # noqa: E402
-from sinktrain.backbones.llava import vision_tower_id  # noqa: E402
 from sinktrain.backbones.profiles import save_profile  # noqa: E402
 from sinktrain.data.stream import expand_shards  # noqa: E402
-from sinktrain.data.templates import TEMPLATES  # noqa: E402
+from sinktrain.data.chat import FORMATS  # noqa: E402
 from sinktrain.errors import SinkTrainError  # noqa: E402
 from sinktrain.find_sinks.analyse import Settings, analyse  # noqa: E402
-from sinktrain.find_sinks.capture import VSinkFlag, read_index, vision_layers  # noqa: E402
+from sinktrain.find_sinks.capture import VSinkFlag, read_index  # noqa: E402
 from sinktrain.find_sinks.collect import collect  # noqa: E402
 from sinktrain.find_sinks.images import folder_items, image_files, shard_items  # noqa: E402
 from sinktrain.find_sinks.plots import write_plots  # noqa: E402
@@ -59,12 +61,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--print-known", "--print_known", dest="print_known", action="store_true", help="list the built-in sink profiles and exit")
     src = parser.add_argument_group("model and images")
-    src.add_argument("--model", default=None, help="model directory or hub id; default: the embedded demo LLaVA")
+    src.add_argument("--model", default=None, help="model directory or hub id, or demo:FAMILY (llava, qwen2_vl, qwen2_5_vl); default: demo (the tiny LLaVA)")
     src.add_argument("--data", default=None, help="WebDataset shards, e.g. 'shards/{000000..000009}.tar'; default: the demo shards")
     src.add_argument("--images", default=None, help="a folder of image files instead of --data")
     src.add_argument("--num_images", type=int, default=300, help="images to profile (the first ones, over all ranks)")
     src.add_argument("--batch_size", type=int, default=8, help="images per forward on each rank")
-    src.add_argument("--template", choices=sorted(TEMPLATES), default=None, help="prompt template; default: the backbone's")
+    src.add_argument("--template", choices=sorted(FORMATS), default=None, help="prompt template; default: the model family's")
+    src.add_argument("--min_pixels", type=int, default=None, help="Qwen-VL: resize images to at least this many pixels")
+    src.add_argument("--max_pixels", type=int, default=None, help="Qwen-VL: resize images to at most this many pixels")
     src.add_argument("--device", default=None, help="default: this rank's GPU, else cpu")
     src.add_argument("--precision", choices=sorted(PRECISIONS), default=None, help="default: bf16 on GPU, fp32 on CPU")
     out = parser.add_argument_group("output")
@@ -144,11 +148,10 @@ def check_dims(dims: list[int] | None, width: int, flag: str) -> None:
 
 
 def build_settings(args: argparse.Namespace, backbone) -> Settings:
-    config = backbone.model.config
-    check_dims(args.vit_dims, config.vision_config.hidden_size, "--vit_dims")
-    check_dims(args.llm_dims, config.text_config.hidden_size, "--llm_dims")
+    check_dims(args.vit_dims, backbone.vision_width, "--vit_dims")
+    check_dims(args.llm_dims, backbone.llm_width, "--llm_dims")
     rule = Rule(args.min_ratio, args.min_image_fraction, args.min_layer_fraction, args.max_token_fraction, args.min_magnitude)
-    read = read_index(backbone.sink_profile.vit_layer, len(vision_layers(backbone.vision_tower)))
+    read = read_index(backbone.sink_profile.vit_layer, len(backbone.vision_layers()))
     return Settings(rule, read, args.criterion, not args.no_rms_norm, args.vit_dims, args.llm_dims, args.tau_v, args.tau_l)
 
 
@@ -174,11 +177,9 @@ def output_paths(args: argparse.Namespace, model: str) -> tuple[Path, Path, str]
 
 
 def identity(backbone) -> Identity:
-    config = backbone.model.config
     return Identity(
-        vision_tower=vision_tower_id(config.vision_config), vit_layer=backbone.sink_profile.vit_layer,
-        hidden_size_vit=config.vision_config.hidden_size, hidden_size_llm=config.text_config.hidden_size,
-        visual_tokens=backbone.num_image_tokens,
+        vision_tower=backbone.vision_tower_id(backbone.model.config), vit_layer=backbone.sink_profile.vit_layer,
+        hidden_size_vit=backbone.vision_width, hidden_size_llm=backbone.llm_width,
     )
 
 
@@ -192,10 +193,11 @@ def main(argv=None) -> None:
     setup_logging(rank)
     from sinktrain.train.run import on_main_first  # imports deepspeed: not for --print-known or flag errors
 
-    model = args.model or str(on_main_first(demo.ensure_demo_model))
+    model = on_main_first(lambda: demo.resolve(args.model))
     device = pick_device(args)
     dtype = PRECISIONS[args.precision or ("bf16" if device.type == "cuda" else "fp32")]
     backbone = load_unprofiled(model, dtype)
+    backbone.set_pixel_limits(args.min_pixels, args.max_pixels)
     backbone.model.to(device)
     settings = build_settings(args, backbone)
     vflag = VSinkFlag(args.min_ratio, args.min_magnitude, args.criterion, args.vit_dims, args.tau_v)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from sinktrain.eval_setup import add_eval_flags, eval_kwargs, load_eval_backbone, load_eval_samples  # noqa: E402
+from sinktrain.eval.setup import add_eval_flags, eval_kwargs, load_eval_backbone, load_eval_samples  # noqa: E402
 from sinktrain.lsg.oracle import PAPER_STEPS, coefficient_grid, oracle_sweep  # noqa: E402
 from sinktrain.lsg.oracle_plot import plot_best_gains  # noqa: E402
 from sinktrain.recipe import main_guard  # noqa: E402

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from sinktrain.errors import SinkTrainError  # noqa: E402
-from sinktrain.eval_setup import add_eval_flags, eval_kwargs, load_eval_backbone, load_eval_samples  # noqa: E402
+from sinktrain.eval.setup import add_eval_flags, eval_kwargs, load_eval_backbone, load_eval_samples  # noqa: E402
 from sinktrain.lsg.gate_file import META  # noqa: E402
 from sinktrain.lsg.stack_table import markdown_table  # noqa: E402
 from sinktrain.lsg.stacking import (  # noqa: E402

@@ -1,131 +1,211 @@
-"""The backbone interface every method (DIYSink, LSG) is written against.
+"""The contract every model family fulfils, and every method (DIYSink, LSG) is written against.
 
-A backbone wraps one Hugging Face model class without copying its modeling code. It exposes the
-few places sink methods touch: the vision features that feed the connector (where V-sinks are
-read), the connector itself (DIYSink replaces it), the LLM decoder layers (LSG hooks them), where
-image tokens sit in the sequence, and the sink profile.
+Families differ in how an image becomes LLM tokens (LLaVA-1.5: a fixed 576 slots; Qwen-VL:
+dynamic resolution, a 2x2 patch merger, 3-D M-RoPE positions). Methods must not see that, so a
+backbone speaks in LLM *slots*: the positions of image tokens in the sequence, in the order the
+model fills them. Each forward runs the stock Hugging Face model (training, evaluation,
+generation and find_sink_dims alike: one forward path), and ``self.slots``
+(sinktrain.backbones.slots) records per forward which slots are visual, which are image patches,
+which image each belongs to, which are V-sinks (read on the connector's input with the profile's
+rule and mapped onto slots by the family), and where the last prompt token is. Methods read and
+reorder slots there; a family only says where its parts are and how its connector rows map to
+slots. A family is one file plus a tiny-config fixture (sinktrain.demo).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from typing import ClassVar, Iterator
 
 import torch
 from torch import nn
 
+from sinktrain.backbones.identity import vision_tower_id
 from sinktrain.backbones.profiles import SinkProfile
+from sinktrain.backbones.slots import SlotTracker
+from sinktrain.data.batch import Batch
+from sinktrain.data.chat import FORMATS
+from sinktrain.data.collate import Collator
+from sinktrain.data.encode import SampleEncoder
+from sinktrain.data.images import ImageInputs
 from sinktrain.errors import SinkTrainError
-
-
-@dataclass
-class Batch:
-    """What the collator hands a backbone: padded token ids plus one image slot per sample."""
-
-    input_ids: torch.Tensor  # (B, T) long
-    attention_mask: torch.Tensor  # (B, T) long
-    labels: torch.Tensor  # (B, T) long, -100 where no loss
-    pixel_values: torch.Tensor  # (B, 3, H, W): text-only samples carry a blank image
-    has_image: torch.Tensor  # (B,) bool
-    last_prompt_index: torch.Tensor  # (B,) long: last token before the first answer
-
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Batch":
-        moved = {name: value.to(device) for name, value in vars(self).items()}
-        if dtype is not None:
-            moved["pixel_values"] = moved["pixel_values"].to(dtype)
-        return Batch(**moved)
+from sinktrain.sinks import v_sink_mask
 
 
 class Backbone(ABC):
-    """One LVLM family behind the interface sink methods need."""
-
-    family: str  # registry name, e.g. "llava"
-    default_template: str  # conversation template of its instruction tuning, e.g. "v1"
+    family: ClassVar[str]  # registry name, e.g. "llava"
+    model_types: ClassVar[tuple[str, ...]]  # the config.model_type values this family loads
+    chat_formats: ClassVar[tuple[str, ...]]  # templates it speaks; the first is its instruction-tuning one
+    connector_group: ClassVar[int] = 1  # connector input rows per output token (Qwen's merger: 4)
+    dynamic_resolution: ClassVar[bool] = False  # slots per image depend on its size (--min/max_pixels)
 
     def __init__(self, model: nn.Module, processor, sink_profile: SinkProfile):
-        self.model = model
-        self.processor = processor
-        self.sink_profile = sink_profile
-        self.batch_hooks: list = []  # methods that need the batch before a forward (LSG positions)
+        self.model, self.processor, self.sink_profile = model, processor, sink_profile
+        self.check_profile(model.config, sink_profile)
+        self.slots = SlotTracker(self)
 
-    # -- structure -------------------------------------------------------------------------
-    @property
-    @abstractmethod
-    def vision_tower(self) -> nn.Module: ...
+    # -- where the parts are (attribute paths from the model, e.g. "model.visual.merger") ---------
+    connector_path: ClassVar[str]  # the module that maps vision features to LLM embeddings
+    vision_tower_path: ClassVar[str]  # the vision encoder (may contain the connector, as Qwen's does)
+    language_model_path: ClassVar[str] = "model.language_model"  # receives inputs_embeds, position_ids
+
+    def _module(self, path: str) -> nn.Module:
+        module = self.model
+        for name in path.split("."):
+            module = getattr(module, name)
+        return module
 
     @property
-    @abstractmethod
-    def connector(self) -> nn.Module: ...
+    def connector(self) -> nn.Module:
+        return self._module(self.connector_path)
 
     @connector.setter
+    def connector(self, module: nn.Module) -> None:
+        parent, _, name = self.connector_path.rpartition(".")
+        setattr(self._module(parent), name, module)
+        self.slots.watch_connector()
+
+    @property
+    def vision_tower(self) -> nn.Module:
+        return self._module(self.vision_tower_path)
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self._module(self.language_model_path)
+
+    def vision_parameters(self) -> Iterator[nn.Parameter]:
+        """Everything visual except the connector: what freezing 'the vision tower' freezes."""
+        connector = {id(p) for p in self.connector.parameters()}
+        return (p for p in self.vision_tower.parameters() if id(p) not in connector)
+
     @abstractmethod
-    def connector(self, module: nn.Module) -> None: ...
+    def vision_layers(self) -> nn.ModuleList:
+        """The vision encoder's blocks; find_sink_dims hooks them."""
 
     @abstractmethod
     def new_connector(self) -> nn.Module:
-        """A fresh projector of this backbone's connector shape (partitioned under ZeRO-3)."""
+        """A fresh connector of this family's shape (born partitioned under ZeRO-3)."""
 
-    @abstractmethod
-    def decoder_layers(self) -> nn.ModuleList: ...
-
-    @property
-    @abstractmethod
-    def image_token_id(self) -> int: ...
+    def decoder_layers(self) -> nn.ModuleList:
+        return self.language_model.layers
 
     @property
+    def image_token_id(self) -> int:
+        return self.model.config.image_token_id
+
+    @classmethod
     @abstractmethod
-    def num_image_tokens(self) -> int: ...
+    def vision_width_of(cls, config) -> int:
+        """Channels of the tensor V-sinks are read on (the connector's input), from the config."""
+
+    @classmethod
+    @abstractmethod
+    def feature_layer(cls, config) -> int:
+        """The vision hidden-state index the connector reads (where V-sinks are read)."""
+
+    @property
+    def vision_width(self) -> int:
+        return self.vision_width_of(self.model.config)
+
+    @property
+    def llm_width(self) -> int:
+        return self.model.config.text_config.hidden_size
+
+    @classmethod
+    def vision_tower_id(cls, config) -> str:
+        return vision_tower_id(config.vision_config, cls.vision_width_of(config))
 
     @property
     def tokenizer(self):
         return self.processor.tokenizer
 
-    # -- data ------------------------------------------------------------------------------
+    # -- data --------------------------------------------------------------------------------
     @property
     @abstractmethod
-    def preprocess_images(self):
-        """A picklable callable: list of PIL images (None = text-only) -> (B, 3, H, W) tensor."""
+    def image_inputs(self) -> ImageInputs:
+        """Picklable: PIL images -> this model's image tensors and slots per image."""
 
-    # -- forward ---------------------------------------------------------------------------
-    @abstractmethod
-    def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Vision features that feed the connector: (B, N, D_vit), where V-sinks are read."""
+    @property
+    def default_template(self) -> str:
+        return self.chat_formats[0]
 
-    def image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Connector output for every image: (B, N, D_llm)."""
-        return self.connector(self.vision_features(pixel_values))
-
-    def embed_inputs(self, batch: Batch) -> torch.Tensor:
-        """Token embeddings with image-token slots replaced by connector outputs.
-
-        Every sample's image goes through the vision path, text-only ones too (with a blank image
-        whose embeddings are not used, so their gradient is zero but present): under ZeRO-3 every
-        rank must run the same modules and produce gradients for the same parameters, or the
-        collectives hang.
-        """
-        embeds = self.model.get_input_embeddings()(batch.input_ids)
-        images = self.image_embeddings(batch.pixel_values).to(embeds.dtype)
-        slots = batch.input_ids == self.image_token_id
-        used = images[batch.has_image]
-        if slots.sum().item() != used.shape[0] * used.shape[1]:
+    @classmethod
+    def check_template(cls, template: str | None) -> str:
+        """The template to use (None: the family's own); refuses another family's format."""
+        template = template or cls.chat_formats[0]
+        if template not in cls.chat_formats:
+            speaker = FORMATS[template].family if template in FORMATS else "no supported family"
             raise SinkTrainError(
-                f"batch has {slots.sum().item()} image-token slots but {used.shape[0]} images of "
-                f"{used.shape[1]} tokens; build samples with sinktrain.data so each <image> expands "
-                f"to {self.num_image_tokens} tokens"
+                f"--template {template} is the chat format of {speaker}, but this is a {cls.family} model, which speaks "
+                f"{', '.join(cls.chat_formats)}; pass one of those or leave --template unset (default {cls.chat_formats[0]})"
             )
-        embeds = embeds.masked_scatter(slots.unsqueeze(-1), used.reshape(-1, used.shape[-1]))
-        return embeds
+        return template
 
+    @classmethod
+    def check_pixel_limits(cls, min_pixels: int | None, max_pixels: int | None) -> None:
+        """--min_pixels / --max_pixels: only dynamic-resolution families take them."""
+        if (min_pixels is not None or max_pixels is not None) and not cls.dynamic_resolution:
+            raise SinkTrainError(
+                f"--min_pixels / --max_pixels apply to dynamic-resolution families (qwen2_vl); a {cls.family} model "
+                "resizes every image to its processor's fixed size, so leave them out"
+            )
+        for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+            if value is not None and value < 1:
+                raise SinkTrainError(f"--{name} {value}: pass a positive number of pixels, e.g. --{name} {256 * 28 * 28}")
+        if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
+            raise SinkTrainError(f"--min_pixels {min_pixels} exceeds --max_pixels {max_pixels}; pass min <= max")
+
+    def encoder(self, template: str | None = None, max_length: int | None = None, on_overflow: str = "truncate") -> SampleEncoder:
+        """Shard samples -> training examples in this model's chat format and image inputs."""
+        return SampleEncoder(self.tokenizer, self.image_inputs, self.check_template(template), self.image_token_id, max_length, on_overflow)
+
+    def collator(self) -> Collator:
+        return Collator(self.tokenizer.pad_token_id, self.image_token_id, self.image_inputs.blank())
+
+    def set_pixel_limits(self, min_pixels: int | None, max_pixels: int | None) -> None:
+        """Apply --min_pixels / --max_pixels (dynamic-resolution families override this)."""
+        self.check_pixel_limits(min_pixels, max_pixels)
+
+    def model_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, vision: dict) -> dict:
+        """Keyword arguments of the model's own forward (and generate) for these ids and images."""
+        return {"input_ids": input_ids, "attention_mask": attention_mask, **vision}
+
+    # -- slots -------------------------------------------------------------------------------
+    @classmethod
+    def check_profile(cls, config, profile: SinkProfile) -> None:
+        """Refuse a profile that cannot belong to this model (before any weight is loaded)."""
+        profile.check_fits(cls.vision_width_of(config), config.text_config.hidden_size)
+
+    def token_sink_mask(self, features: torch.Tensor) -> torch.Tensor:
+        """V-sink flag of every connector output token, from the connector's input (flat, in its order).
+
+        A token made of several input rows (Qwen's 2x2 merge) is a V-sink when any of them is."""
+        profile = self.sink_profile
+        rows = v_sink_mask(features, profile.criterion, profile.tau_v, profile.vit_dims).reshape(-1)
+        return rows.view(-1, self.connector_group).any(dim=-1)
+
+    def to_slot_order(self, per_token: torch.Tensor, vision: dict) -> torch.Tensor:
+        """Per-token values in connector-output order -> in the order the slots are filled."""
+        return per_token
+
+    def vision_call_inputs(self, args: tuple, kwargs: dict) -> dict:
+        """The image inputs of one call of the vision tower, named as the model's forward names them."""
+        return {"pixel_values": kwargs.get("pixel_values", args[0] if args else None)}
+
+    @abstractmethod
+    def slots_per_image(self, vision: dict, visual_slots: int) -> list[int]:
+        """How many slots each image of a forward's ``vision`` inputs fills."""
+
+    @abstractmethod
+    def vision_states(self, hidden: torch.Tensor, vision: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """One vision layer's hidden state -> (images, tokens, D) of the positions that reach the
+        connector, plus a (images, tokens) mask of the real ones (images of unequal size are padded)."""
+
+    # -- forward -----------------------------------------------------------------------------
     def forward(self, batch: Batch):
         """Language-model forward on a collated batch; returns the HF output (loss, logits)."""
-        for hook in self.batch_hooks:
-            hook(batch)
-        return self.model(
-            inputs_embeds=self.embed_inputs(batch),
-            attention_mask=batch.attention_mask,
-            labels=batch.labels,
-        )
+        return self.model(**self.model_inputs(batch.input_ids, batch.attention_mask, batch.vision), labels=batch.labels)
 
     def freeze_vision(self) -> None:
-        for parameter in self.vision_tower.parameters():
+        for parameter in self.vision_parameters():
             parameter.requires_grad_(False)

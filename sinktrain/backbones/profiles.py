@@ -2,8 +2,9 @@
 
 A profile says where V-sinks are read (the vision layer feeding the connector), which channels
 carry the massive activations (ViT and LLM), the thresholds and the criterion. The built-in
-profiles below are the published facts (FACTS.md); ``tools/find_sink_dims.py`` writes the same
-schema for new backbones and every recipe reads it with ``--sink_profile FILE``.
+profiles below are the published facts (LSG appendix Table S7, DIYSink, Sun et al. 2024);
+``tools/find_sink_dims.py`` writes the same schema for new backbones and every recipe reads it
+with ``--sink_profile FILE``.
 
 Schema (JSON object; unknown keys are refused so typos surface)::
 
@@ -111,8 +112,8 @@ def save_profile(profile: SinkProfile, path: str | Path) -> None:
     tmp.replace(path)
 
 
-# Published sink facts (FACTS.md). Vision towers are keyed by an identity derived from their config
-# (see backbones.llava.vision_tower_id); LLM facts are keyed by LLM identity.
+# Published sink facts (LSG appendix Table S7, DIYSink, Sun et al. 2024). Vision towers are keyed
+# by an identity derived from their config (see sinktrain.backbones.identity); LLM facts are keyed by LLM identity.
 KNOWN_VISION_PROFILES: dict[str, dict[str, Any]] = {
     # CLIP ViT-L/14-336 as in LLaVA-1.5: dim 650 at the penultimate layer; tau_V 60 (LSG Table S7).
     "clip-vit-l-14-336": dict(vit_dims=[650], vit_layer=-2, criterion="dim_threshold", tau_v=60.0, hidden_size_vit=1024),

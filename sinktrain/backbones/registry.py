@@ -1,7 +1,9 @@
 """Load a model by path or hub id as the right Backbone, with its sink profile.
 
-Under ZeRO-3 call this while an ``HfDeepSpeedConfig`` is alive (sinktrain.train.setup does):
-``from_pretrained`` then partitions the weights at load time instead of materialising them.
+The family comes from ``config.model_type`` (a directory saved by ``save_pretrained`` loads
+whatever its origin); an unsupported type is refused with the list of supported ones. Under
+ZeRO-3 call ``load_backbone`` while an ``HfDeepSpeedConfig`` is alive (sinktrain.train.run
+does): ``from_pretrained`` then partitions the weights at load time instead of materialising them.
 """
 
 from __future__ import annotations
@@ -9,22 +11,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
+from transformers import AutoConfig
 
 from sinktrain.backbones.base import Backbone
-from sinktrain.backbones.llava import LlavaBackbone, llm_id, vision_tower_id
+from sinktrain.backbones.identity import llm_id
+from sinktrain.backbones.llava import LlavaBackbone
+from sinktrain.backbones.processor import load_processor
 from sinktrain.backbones.profiles import FIND_DIMS_HINT, SinkProfile, known_profile, load_profile
+from sinktrain.backbones.qwen2_vl import Qwen2VLBackbone
 from sinktrain.errors import SinkTrainError
 
-BACKBONES: dict[str, tuple[type[Backbone], type]] = {
-    "llava": (LlavaBackbone, LlavaForConditionalGeneration),
-}
+FAMILIES: tuple[type[Backbone], ...] = (LlavaBackbone, Qwen2VLBackbone)
+BY_MODEL_TYPE: dict[str, type[Backbone]] = {model_type: family for family in FAMILIES for model_type in family.model_types}
 
 PROFILE_FILE = "sink_profile.json"  # a model directory may carry its own profile
 
 
 def supported() -> str:
-    return ", ".join(f"{name} ({cls.class_name})" for name, (cls, _) in BACKBONES.items())
+    return ", ".join(f"{model_type} ({family.hf_classes[model_type].__name__})" for model_type, family in BY_MODEL_TYPE.items())
 
 
 def load_config(model: str):
@@ -33,33 +37,34 @@ def load_config(model: str):
     except (OSError, ValueError) as err:
         raise SinkTrainError(
             f"cannot load a model config from {model!r} ({err}); pass a local model directory in "
-            f"transformers format or a hub id such as llava-hf/llava-1.5-7b-hf"
+            f"transformers format, a hub id such as llava-hf/llava-1.5-7b-hf, or demo:FAMILY"
         ) from err
 
 
-def backbone_class(config) -> tuple[type[Backbone], type]:
-    entry = BACKBONES.get(config.model_type)
-    if entry is None:
+def backbone_class(config) -> type[Backbone]:
+    family = BY_MODEL_TYPE.get(config.model_type)
+    if family is None:
         architectures = ", ".join(getattr(config, "architectures", None) or ["?"])
         raise SinkTrainError(
-            f"model type {config.model_type!r} ({architectures}) is not supported; supported backbones: "
-            f"{supported()}"
+            f"model type {config.model_type!r} ({architectures}) is not supported; supported model types: {supported()}"
         )
-    return entry
+    return family
 
 
 def resolve_profile(model: str, config, profile_path: str | None) -> SinkProfile:
-    """--sink_profile FILE, else the model directory's own profile, else a built-in one."""
+    """--sink_profile FILE, else the model directory's own profile, else a built-in one; checked
+    against the model's widths and layers before any weight is loaded."""
+    family = backbone_class(config)
     if profile_path:
         profile = load_profile(profile_path)
     elif (Path(model) / PROFILE_FILE).is_file():
         profile = load_profile(Path(model) / PROFILE_FILE)
     else:
-        tower = vision_tower_id(config.vision_config)
+        tower = family.vision_tower_id(config)
         profile = known_profile(tower, llm_id(config.text_config))
         if profile is None:
             raise SinkTrainError(f"no built-in sink profile for vision tower {tower!r}; {FIND_DIMS_HINT}")
-    profile.check_fits(config.vision_config.hidden_size, config.text_config.hidden_size)
+    family.check_profile(config, profile)
     return profile
 
 
@@ -73,8 +78,7 @@ def load_backbone(
     """``profile`` (an object) overrides the file / model-dir / built-in lookup; find_sink_dims.py
     passes a provisional one while it discovers the real profile."""
     config = load_config(model)
-    backbone_cls, model_cls = backbone_class(config)
+    family = backbone_class(config)
     profile = profile or resolve_profile(model, config, sink_profile)
-    hf_model = model_cls.from_pretrained(model, dtype=dtype, attn_implementation=attn_implementation)
-    processor = AutoProcessor.from_pretrained(model)
-    return backbone_cls(hf_model, processor, profile)
+    hf_model = family.hf_classes[config.model_type].from_pretrained(model, dtype=dtype, attn_implementation=attn_implementation)
+    return family(hf_model, load_processor(model), profile)

@@ -1,27 +1,28 @@
-"""Raw shard sample -> training example: image preprocessing, template, tokens, labels.
+"""Raw shard sample -> training example: image inputs, chat format, tokens, labels.
 
-Runs inside data workers, so it holds only the tokenizer and the image preprocessor (never the
-model). Anything wrong with one sample raises ``BadSample``: the stream skips it, logs shard, key
-and reason, and counts it towards ``--max_bad_fraction``. An over-long sample is truncated with
-its labels; one that cannot be (the cut would hit the image or the first answer) is skipped so.
+Runs inside data workers, so it holds only the tokenizer and the family's image inputs (never
+the model). The images are processed first, because how many slots an image takes can depend on
+its size (Qwen-VL); the conversation is then rendered with that many image tokens. Anything
+wrong with one sample raises ``BadSample``: the stream skips it, logs shard, key and reason, and
+counts it towards ``--max_bad_fraction``. An over-long sample is truncated with its labels; one
+that cannot be (the cut would hit an image or the first answer) is skipped so.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from typing import Callable
-
 import torch
 from PIL import Image
 
+from sinktrain.data.chat import encode
+from sinktrain.data.images import ImageInputs
 from sinktrain.data.shards import IMAGE_EXTENSIONS
 from sinktrain.data.stream import BadSample
-from sinktrain.data.templates import build_example
 from sinktrain.errors import SinkTrainError
 
 class TooLong(BadSample):
-    """Longer than --max_length and not truncatable (the cut would hit the image or first answer)."""
+    """Longer than --max_length and not truncatable (the cut would hit an image or the first answer)."""
 
 
 def image_member(raw: dict) -> tuple[str, bytes] | None:
@@ -41,21 +42,21 @@ def decode_image(data: bytes) -> Image.Image:
 
 
 class SampleEncoder:
+    """A raw shard sample -> a training example, in the backbone's chat format and image inputs."""
+
     def __init__(
         self,
         tokenizer,
-        preprocess_images: Callable[[list], torch.Tensor],
+        image_inputs: ImageInputs,
         template: str,
         image_token_id: int,
-        num_image_tokens: int,
         max_length: int | None,
         on_overflow: str = "truncate",
     ):
-        self.tokenizer, self.preprocess_images, self.template = tokenizer, preprocess_images, template
-        self.image_token_id, self.num_image_tokens = image_token_id, num_image_tokens
-        self.max_length, self.on_overflow = max_length, on_overflow
+        self.tokenizer, self.image_inputs, self.template = tokenizer, image_inputs, template
+        self.image_token_id, self.max_length, self.on_overflow = image_token_id, max_length, on_overflow
 
-    def record(self, raw: dict) -> dict:
+    def record(self, raw: dict) -> list[dict]:
         try:
             record = json.loads(raw["json"])
             conversations = record["conversations"]
@@ -67,27 +68,26 @@ class SampleEncoder:
         """A raw shard sample (bytes) -> a training example; BadSample if anything is wrong."""
         conversations = self.record(raw)
         member = image_member(raw)
-        image = decode_image(member[1]) if member else None
+        images = [decode_image(member[1])] if member else []
         try:
-            example = self.encode(conversations, image)
+            example = self.encode(conversations, images)
         except SinkTrainError as err:
             raise BadSample(str(err)) from err
+        except ValueError as err:  # the image processor refuses an image (e.g. an aspect ratio over 200)
+            raise BadSample(f"image not processable ({err})") from err
         if example is None:
             raise TooLong(f"longer than --max_length {self.max_length} and not truncatable")
         return example
 
-    def encode(self, conversations: list[dict], image: Image.Image | None) -> dict | None:
-        """Conversation + decoded image (None: text-only) -> tensors; None when it must be dropped."""
-        example = build_example(
-            conversations, self.tokenizer, self.template, self.image_token_id,
-            self.num_image_tokens if image is not None else 0, self.max_length, self.on_overflow,
-        )
+    def encode(self, conversations: list[dict], images: list[Image.Image]) -> dict | None:
+        """Conversation + its decoded images (in <image> order) -> tensors; None when it must be dropped."""
+        vision, slots = self.image_inputs(images) if images else ({}, [])
+        example = encode(conversations, self.tokenizer, self.template, self.image_token_id, slots, self.max_length, self.on_overflow)
         if example is None:
             return None
         return {
             "input_ids": torch.tensor(example.input_ids),
             "labels": torch.tensor(example.labels),
-            "last_prompt_index": example.last_prompt_index,
-            "pixel_values": self.preprocess_images([image])[0],
-            "has_image": image is not None,
+            "vision": vision,
+            "images": len(images),
         }

@@ -20,7 +20,7 @@ from PIL import Image
 
 from sinktrain.data.encode import decode_image, image_member
 from sinktrain.data.stream import BadSample, expand_shards
-from sinktrain.data.templates import GPT, HUMAN, IMAGE_PLACEHOLDER
+from sinktrain.data.chat.conversation import GPT, HUMAN, IMAGE_PLACEHOLDER
 from sinktrain.errors import SinkTrainError
 
 FIX = "build the eval set from LLaVA records with a gpt answer and a \"category\" field (tools/make_shards.py keeps both)"

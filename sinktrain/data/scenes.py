@@ -1,7 +1,9 @@
 """Synthetic demo scenes: a small visual-QA task a tiny model can actually learn.
 
 Each image holds 1-4 copies of ONE shape in ONE colour and ONE size on a plain background, so
-every question (count, colour, shape, size, caption) has a single exact answer. A few samples
+every question (count, colour, shape, size, caption) has a single exact answer. A small magenta
+square sits in one corner, under the objects, like a web image's watermark: no question asks
+about it, and it is where the tiny Qwen-VL demos plant their V-sinks (sinktrain.demo.qwen2_vl). A few samples
 are text-only (colour mixing, small sums) so the text-only path of the trainer is exercised too.
 
     from sinktrain.data.scenes import demo_samples
@@ -36,6 +38,7 @@ BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 
 # four large ones never touch and the count stays visually unambiguous.
 SIZES = {"small": 22, "large": 40}  # large enough to dominate a quadrant's patches
 MAX_COUNT = 4
+MARK_COLOUR, MARK_SIZE = (200, 0, 200), 16  # the corner watermark: a colour no object has, about as bright as grey
 CELL = IMAGE_SIZE // 2
 MARGIN = 2  # keeps objects in neighbouring quadrants at least 2 * MARGIN pixels apart
 
@@ -84,6 +87,7 @@ class Scene:
     size: str  # a key of SIZES
     count: int  # 1..MAX_COUNT
     background: str  # a key of BACKGROUNDS
+    mark_corner: int = 0  # 0..3: top-left, top-right, bottom-left, bottom-right
 
 
 def random_scene(rng: random.Random) -> Scene:
@@ -93,6 +97,7 @@ def random_scene(rng: random.Random) -> Scene:
         size=rng.choice(sorted(SIZES)),
         count=rng.randint(1, MAX_COUNT),
         background=rng.choice(sorted(BACKGROUNDS)),
+        mark_corner=rng.randrange(4),
     )
 
 
@@ -114,6 +119,8 @@ def draw_scene(scene: Scene, rng: random.Random | None = None) -> Image.Image:
     rng = rng or random.Random(0)
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUNDS[scene.background])
     draw = ImageDraw.Draw(image)  # no anti-aliasing: object pixels are exactly the colour
+    x, y = (scene.mark_corner % 2) * (IMAGE_SIZE - MARK_SIZE), (scene.mark_corner // 2) * (IMAGE_SIZE - MARK_SIZE)
+    draw.rectangle((x, y, x + MARK_SIZE - 1, y + MARK_SIZE - 1), fill=MARK_COLOUR)
     fill = COLOURS[scene.colour]
     for x0, y0, x1, y1 in object_boxes(scene, rng):
         if scene.shape == "circle":

@@ -2,14 +2,66 @@
 
     python -m sinktrain.demo          # build everything into $SINKTRAIN_CACHE and print where
 
-The cache lives in ``$SINKTRAIN_CACHE`` (default ``~/.cache/sinktrain``). Every artefact is
-bitwise reproducible from its seed (``sinktrain.demo.cache.reproducible``) and written to a
-temporary sibling before it is renamed into place, so an interrupted build is simply redone.
+Every family has a tiny model (``--model demo:llava`` or just ``demo``, ``demo:qwen2_vl``,
+``demo:qwen2_5_vl``): a real transformers class with planted V-sink and L-sink channels, and a
+*trained* variant (``sinktrain.demo.trained``) that LSG and the evaluation tools start from. The
+cache lives in ``$SINKTRAIN_CACHE`` (default ``~/.cache/sinktrain``). Every artefact is bitwise
+reproducible from its seed (``sinktrain.demo.cache.reproducible``) and written to a temporary
+sibling before it is renamed into place, so an interrupted build is simply redone.
 """
 
-from sinktrain.demo.cache import cache_dir
-from sinktrain.demo.data import demo_data_pattern, demo_eval_pattern, ensure_demo_shards
-from sinktrain.demo.llava import ensure_demo_model
-from sinktrain.demo.trained import ensure_demo_trained_model
+from __future__ import annotations
 
-__all__ = ["cache_dir", "demo_data_pattern", "demo_eval_pattern", "ensure_demo_model", "ensure_demo_shards", "ensure_demo_trained_model"]
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+from sinktrain.demo import llava, qwen2_vl
+from sinktrain.demo.cache import DEMO_VERSION, build_once, cache_dir
+from sinktrain.demo.data import demo_data_pattern, demo_eval_pattern, ensure_demo_shards
+from sinktrain.errors import SinkTrainError
+
+BUILDERS: dict[str, Callable[[Path], None]] = {
+    "llava": llava.build_demo_model,
+    "qwen2_vl": partial(qwen2_vl.build, windowed=False),
+    "qwen2_5_vl": partial(qwen2_vl.build, windowed=True),
+}
+DEFAULT = "llava"
+PREFIX = "demo"
+
+__all__ = ["BUILDERS", "cache_dir", "demo_data_pattern", "demo_eval_pattern", "ensure_demo_model", "ensure_demo_shards", "ensure_demo_trained_model", "resolve"]
+
+
+def check_name(name: str) -> str:
+    if name not in BUILDERS:
+        raise SinkTrainError(f"no demo model {name!r}; use demo or demo:FAMILY with FAMILY one of {', '.join(BUILDERS)}")
+    return name
+
+
+def ensure_demo_model(name: str = DEFAULT) -> Path:
+    return build_once(cache_dir() / f"demo-{check_name(name)}-v{DEMO_VERSION}", BUILDERS[name])
+
+
+def ensure_demo_trained_model(name: str = DEFAULT) -> Path:
+    from sinktrain.demo.trained import pretrain_demo_model
+
+    base = ensure_demo_model(name)
+    return build_once(cache_dir() / f"demo-{name}-trained-v{DEMO_VERSION}", partial(pretrain_demo_model, base))
+
+
+def demo_name(spec: str | None) -> str | None:
+    """The family of a demo spec ("demo", "demo:qwen2_vl"), None for a real model (or no --model: the demo)."""
+    if spec is None or spec == PREFIX:
+        return DEFAULT
+    if spec.startswith(PREFIX + ":"):
+        return check_name(spec.split(":", 1)[1])
+    return None
+
+
+def resolve(spec: str | None, trained: bool = False) -> str:
+    """A --model value as a model path: demo specs build (once) that family's tiny model (its
+    trained variant with ``trained``); anything else is a directory or hub id, returned as is."""
+    name = demo_name(spec)
+    if name is None:
+        return spec
+    return str(ensure_demo_trained_model(name) if trained else ensure_demo_model(name))

@@ -1,8 +1,9 @@
 """``python -m sinktrain.demo``: build every demo artefact into the cache and print where it is."""
 
-from sinktrain.demo import demo_data_pattern, demo_eval_pattern, ensure_demo_model, ensure_demo_trained_model
+from sinktrain.demo import BUILDERS, demo_data_pattern, demo_eval_pattern, ensure_demo_model, ensure_demo_trained_model
 
-print("demo model: ", ensure_demo_model())
-print("trained:    ", ensure_demo_trained_model())
-print("demo shards:", demo_data_pattern())
-print("eval shards:", demo_eval_pattern())
+for name in BUILDERS:
+    print(f"demo:{name}:".ljust(20), ensure_demo_model(name))
+    print(f"demo:{name} trained:".ljust(20), ensure_demo_trained_model(name))
+print("demo shards:".ljust(20), demo_data_pattern())
+print("eval shards:".ljust(20), demo_eval_pattern())

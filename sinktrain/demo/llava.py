@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    CLIPImageProcessor,
+    CLIPImageProcessorPil,
     CLIPVisionConfig,
     LlamaConfig,
     LlamaTokenizer,
@@ -27,7 +27,7 @@ from transformers import (
 
 from sinktrain.backbones.profiles import SinkProfile, save_profile
 from sinktrain.backbones.registry import PROFILE_FILE
-from sinktrain.demo.cache import DEMO_VERSION, build_once, cache_dir, reproducible
+from sinktrain.demo.cache import reproducible
 
 SEED = 0
 IMAGE_SIZE, PATCH_SIZE = 64, 8  # 8 x 8 = 64 visual tokens (LLaVA-1.5: 336 / 14 -> 576)
@@ -66,10 +66,6 @@ LLM_SINK_DIMS = (93, 17)  # primary first, as profiles list them
 L_NEURON_GAIN = 2.0
 TAU_L = 5.0  # after weightless RMSNorm; the ceiling is sqrt(128 / 2) = 8 for two massive dims
 PROJECTOR_GAIN = 4.0  # see open_projector
-
-
-def demo_model_dir() -> Path:
-    return cache_dir() / f"demo-llava-v{DEMO_VERSION}"
 
 
 def plant_v_sinks(vision_tower) -> None:
@@ -145,7 +141,7 @@ def train_tokenizer(out_dir: Path) -> LlamaTokenizer:
     import sentencepiece as spm
 
     from sinktrain.data.scenes import vocabulary_sentences
-    from sinktrain.data.templates import VICUNA_V1_SYSTEM
+    from sinktrain.data.chat.formats import VICUNA_V1_SYSTEM
 
     sentences = vocabulary_sentences() + [VICUNA_V1_SYSTEM, "USER: ASSISTANT:"]
     model = io.BytesIO()  # in memory: a model_prefix path would be recorded in the file
@@ -156,7 +152,7 @@ def train_tokenizer(out_dir: Path) -> LlamaTokenizer:
         normalization_rule_name="identity", num_threads=1, minloglevel=2,
     )
     (out_dir / "tokenizer.model").write_bytes(model.getvalue())
-    tokenizer = LlamaTokenizer.from_pretrained(str(out_dir))
+    tokenizer = LlamaTokenizer.from_pretrained(str(out_dir), add_bos_token=True)  # as LLaMA's: prompts start with <s>
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"], "pad_token": "<pad>"})
     return tokenizer
 
@@ -189,7 +185,7 @@ def build_demo_model(out_dir: Path) -> None:
         open_projector(model)
         plant_l_sinks(model)
     model.save_pretrained(out_dir)
-    image_processor = CLIPImageProcessor(
+    image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
     )
     processor = LlavaProcessor(
@@ -198,9 +194,3 @@ def build_demo_model(out_dir: Path) -> None:
     )
     processor.save_pretrained(out_dir)
     save_profile(demo_profile(), out_dir / PROFILE_FILE)
-
-
-def ensure_demo_model() -> Path:
-    return build_once(demo_model_dir(), build_demo_model)
-
-

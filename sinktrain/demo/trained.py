@@ -1,4 +1,4 @@
-"""The tiny LLaVA after a short LLaVA-style finetune (ViT frozen) on the demo shards.
+"""A tiny demo model after a short instruction finetune (ViT frozen) on the demo shards.
 
 Methods that act on a trained model (LSG gates, evaluation, the oracle sweep) start from it; the
 random demo model is the starting point of finetuning. After 450 steps it has learned the answer
@@ -22,34 +22,29 @@ from pathlib import Path
 
 import torch
 
-from sinktrain.demo.cache import DEMO_VERSION, build_once, cache_dir, reproducible
+from sinktrain.demo.cache import reproducible
 from sinktrain.demo.data import demo_data_pattern
-from sinktrain.demo.llava import SEED, ensure_demo_model
+
+SEED = 0
 
 PRETRAIN_STEPS, PRETRAIN_BATCH, PRETRAIN_LR, PRETRAIN_WARMUP = 450, 16, 2e-3, 22
 SINK_READING_LAYER = 2
 SINK_READING_COEFFICIENTS = (2.0, 0.0)  # V-sink keys x2, other visual keys x0: r_sink = 1
 
 
-def demo_trained_model_dir() -> Path:
-    return cache_dir() / f"demo-llava-trained-v{DEMO_VERSION}"
-
-
-def pretrain_demo_model(out_dir: Path) -> None:
+def pretrain_demo_model(base: Path, out_dir: Path) -> None:
+    """Finetune the demo model in ``base`` (any family) and write the result to ``out_dir``."""
     from torch.utils.data import DataLoader
 
     from sinktrain.backbones.registry import PROFILE_FILE, load_backbone
     from sinktrain.backbones.profiles import save_profile
-    from sinktrain.data.collate import Collator
-    from sinktrain.data.encode import SampleEncoder
     from sinktrain.data.stream import ShardStream, expand_shards
     from sinktrain.lsg.scoped import scoped_gating
 
-    backbone = load_backbone(str(ensure_demo_model()))
+    backbone = load_backbone(str(base))
     backbone.freeze_vision()
-    encoder = SampleEncoder(backbone.tokenizer, backbone.preprocess_images, "v1", backbone.image_token_id, backbone.num_image_tokens, 512)
-    stream = ShardStream(expand_shards(demo_data_pattern()), encoder, rank=0, world_size=1, num_workers=0, seed=SEED)
-    batches = iter(DataLoader(stream, batch_size=PRETRAIN_BATCH, collate_fn=Collator(backbone.tokenizer.pad_token_id)))
+    stream = ShardStream(expand_shards(demo_data_pattern()), backbone.encoder(max_length=512), rank=0, world_size=1, num_workers=0, seed=SEED)
+    batches = iter(DataLoader(stream, batch_size=PRETRAIN_BATCH, collate_fn=backbone.collator()))
     optimizer = torch.optim.AdamW([p for p in backbone.model.parameters() if p.requires_grad], lr=PRETRAIN_LR)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / PRETRAIN_WARMUP) * (1.0 - step / PRETRAIN_STEPS)
@@ -67,7 +62,3 @@ def pretrain_demo_model(out_dir: Path) -> None:
     backbone.model.eval().save_pretrained(out_dir)
     backbone.processor.save_pretrained(out_dir)
     save_profile(backbone.sink_profile, out_dir / PROFILE_FILE)
-
-
-def ensure_demo_trained_model() -> Path:
-    return build_once(demo_trained_model_dir(), pretrain_demo_model)

@@ -1,9 +1,10 @@
 """Put a DualMLP connector into a backbone: both projectors start from the backbone's own.
 
-``f_non`` keeps the backbone's projector module itself; ``f_sink`` is a new module of the same
+``f_non`` keeps the backbone's connector module itself; ``f_sink`` is a new module of the same
 shape (born partitioned under ZeRO-3) with the same weights, or both are loaded from
 ``--connector_init`` (a safetensors file with ``f_sink.*`` / ``f_non.*`` keys, e.g. from
-stage-1 connector pretraining).
+stage-1 connector pretraining). With ``sink_first`` each image's V-sink slots go first (with
+their own position ids), DIYSink's order.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from sinktrain.backbones.base import Backbone
+from sinktrain.backbones.slots import sink_first_order
 from sinktrain.diysink.connector import DualMLPConnector
 from sinktrain.errors import SinkTrainError
 from sinktrain.train.zero import copy_parameters, load_state
@@ -24,10 +26,12 @@ def attach_dual_mlp(backbone: Backbone, sink_first: bool = True, connector_init:
         raise SinkTrainError("this backbone already has a DualMLP connector; attach it once")
     f_sink = backbone.new_connector()
     copy_parameters(projector, f_sink)
-    connector = DualMLPConnector(f_sink, projector, backbone.sink_profile, sink_first=sink_first)
+    connector = DualMLPConnector(f_sink, projector, backbone.token_sink_mask, backbone.connector_group)
     if connector_init:
         load_connector_weights(connector, connector_init)
     backbone.connector = connector
+    if sink_first:
+        backbone.slots.orderers.append(sink_first_order)
     return connector
 
 

@@ -3,10 +3,13 @@
     findings = analyse(stats.to_cpu(), Settings(rule=Rule(), read=23, criterion="dim_threshold"))
     findings.vit.dims, findings.tau_v, findings.llm.dims, findings.tau_l
 
-The user's ``--vit_dims/--llm_dims/--tau_v/--tau_l`` replace the corresponding choice; everything
-else still comes from the statistics. Counts (sinks per image, L-sinks per layer) are taken on
-the primary dim: the dims of one part fire on the same tokens in every known model, and with tau
-in an empty gap of the primary dim's histogram they are exact for it.
+LLM dims are chosen on every token (Sun et al.: massive activations show first at the first token
+and at delimiters); tau_L and the L-sink counts then come from the visual tokens that are not
+V-sinks, on the chosen dim that is largest there (it is listed first, as the primary): a dim
+massive only at the first token must not hide the L-sinks of another. The user's ``--vit_dims/--llm_dims/--tau_v/--tau_l`` replace the corresponding choice;
+everything else still comes from the statistics. Counts (sinks per image, L-sinks per layer) are
+taken on the primary dim: the dims of one part fire on the same tokens in every known model, and
+with tau in an empty gap of the primary dim's histogram they are exact for it.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ class Findings:
     llm_first_layer: int | None
     sinks_per_image: np.ndarray = field(default_factory=lambda: np.zeros(0))  # images with c V-sinks
     v_sink_tokens: int = 0
+    slot_sinks_per_image: np.ndarray | None = None  # images with c V-sink slots (merging connectors)
+    where: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (categories, L, D) LLM peaks per token category
     vit_tokens: int = 0  # visual tokens at the read layer
     l_sinks: list[int] = field(default_factory=list)  # per LLM layer
     llm_tokens: list[int] = field(default_factory=list)  # visual non-V-sink tokens per LLM layer
@@ -77,14 +82,20 @@ def llm_values(stats: SinkStats, settings: Settings) -> np.ndarray:
     return chosen.numpy()
 
 
+def per_image_counts(read, start: int, criterion: str, dim: int | None) -> np.ndarray:
+    return (read.norm_per_image()[start] if criterion == "l2_norm" else read.per_image()[dim, start]).numpy()
+
+
 def count_v_sinks(stats: SinkStats, findings: Findings, settings: Settings) -> None:
     start = first_bin_at_or_above(findings.v.tau)
+    dim = findings.vit.dims[0] if findings.vit.dims else None
+    findings.sinks_per_image = per_image_counts(stats.read, start, settings.criterion, dim)
     if settings.criterion == "l2_norm":
-        findings.sinks_per_image = stats.read.norm_per_image()[start].numpy()
         findings.v_sink_tokens = int(stats.read.norm_hist[start:].sum())
     else:
-        findings.sinks_per_image = stats.read.per_image()[findings.vit.dims[0], start].numpy()
-        findings.v_sink_tokens = int(stats.vit.hist[settings.read, findings.vit.dims[0], start:].sum())
+        findings.v_sink_tokens = int(stats.vit.hist[settings.read, dim, start:].sum())
+    if stats.slots is not None:
+        findings.slot_sinks_per_image = per_image_counts(stats.slots, start, settings.criterion, dim)
 
 
 def count_l_sinks(values: np.ndarray, findings: Findings) -> None:
@@ -92,13 +103,28 @@ def count_l_sinks(values: np.ndarray, findings: Findings) -> None:
     findings.l_sinks = [int(n) for n in values[:, findings.llm.dims[0], start:].sum(axis=-1)]
 
 
+def visual_primary_first(stats: SinkStats, llm: PartResult) -> PartResult:
+    """The chosen LLM dims with the one largest on visual non-V-sink tokens first (the others keep
+    their order): tau_L is set on the primary dim's values there."""
+    if len(llm.dims) < 2:
+        return llm
+    visual_peaks = stats.llm.peak[:, llm.dims].amax(dim=0).tolist()
+    primary = llm.dims[max(range(len(llm.dims)), key=lambda i: (visual_peaks[i], -i))]
+    dims = [primary] + [d for d in llm.dims if d != primary]
+    chosen = [llm.channel(d) for d in dims]
+    return PartResult(dims, chosen + [c for c in llm.channels if c.dim not in dims], llm.medians)
+
+
 def analyse(stats: SinkStats, settings: Settings) -> Findings:
     rule = settings.rule
     vit = select_part(stats.vit, rule, last=settings.read, must_hold_at=settings.read, forced=settings.vit_dims)
-    llm = select_part(stats.llm, rule, last=stats.llm.hist.shape[0] - 1, forced=settings.llm_dims)
+    llm = select_part(stats.llm_all, rule, last=stats.llm_all.hist.shape[0] - 1, forced=settings.llm_dims)
+    if settings.llm_dims is None:  # the user's dims keep the user's order
+        llm = visual_primary_first(stats, llm)
     findings = Findings(
         images=int(stats.images), vit=vit, llm=llm, v=vit_threshold(stats, vit, settings), l=None, llm_first_layer=None,
         vit_tokens=int(stats.vit.tokens[settings.read]), llm_tokens=[int(n) for n in stats.llm.tokens],
+        where=stats.where.numpy(),
     )
     if findings.v.tau is not None:
         count_v_sinks(stats, findings, settings)

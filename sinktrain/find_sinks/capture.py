@@ -1,15 +1,18 @@
 """Forward hooks that feed SinkStats from a backbone's vision tower and LLM, one batch at a time.
 
-    with SinkCapture(backbone, stats, vflag) as capture:
-        for batch in batches:
-            capture.run(batch)          # one prefill forward; hooks count every layer
+    with SinkCapture(backbone, stats, vflag, delimiters) as capture:
+        for input_ids, attention_mask, vision in batches:
+            capture.run(input_ids, attention_mask, vision)   # one prefill forward; hooks count every layer
 
 Vision tower: hidden-state index k is the input of encoder layer k (k = L: the last layer's
 output), the indexing of ``output_hidden_states`` that ``vision_feature_layer`` refers to; states
-0 .. the one feeding the connector are counted, and only the tokens that feed it (CLS dropped
-where LLaVA drops it). LLM: layer l is the input of decoder layer l (where LSG gates read it),
-visual tokens only, V-sinks left out (an L-sink is a visual token that is not a V-sink);
-``VSinkFlag`` says which tokens those are.
+0 .. the one feeding the connector are counted, on the positions that reach it
+(``Backbone.vision_states``: CLS dropped where LLaVA drops it, Qwen's flat patch sequence cut per
+image). LLM: layer l is the input of decoder layer l (where LSG gates read it), counted twice:
+every attended token (where massive dims are chosen), and the visual slots that are not V-sinks
+(an L-sink is a visual token that is not a V-sink); ``VSinkFlag`` says which those are, and the
+backbone maps its per-patch flags onto slots as it maps V-sinks (a merged slot is a V-sink when
+any of its patches is). The forward is the backbone model's own, as in training.
 """
 
 from __future__ import annotations
@@ -18,22 +21,16 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 from sinktrain.backbones.base import Backbone
 from sinktrain.errors import SinkTrainError
+from sinktrain.find_sinks.bins import MAGNITUDE_MASK
 from sinktrain.find_sinks.stats import SinkStats
+from sinktrain.find_sinks.tokens import CATEGORY_NAMES, token_categories
 from sinktrain.sinks import v_sink_mask
 
 GROUP_ELEMENTS = 1 << 23  # hidden-state elements counted together (32 MiB in fp32; x3 while binning)
-
-
-def vision_layers(vision_tower: nn.Module) -> nn.ModuleList:
-    """The encoder's layer list (CLIP, SigLIP: ``encoder.layers``), found by name."""
-    for name, module in vision_tower.named_modules():
-        if isinstance(module, nn.ModuleList) and name.endswith("layers"):
-            return module
-    raise SinkTrainError(f"cannot find the encoder layers of vision tower {type(vision_tower).__name__}; add it to sinktrain/find_sinks/capture.py")
 
 
 def read_index(feature_layer: int, num_layers: int) -> int:
@@ -72,25 +69,25 @@ class VSinkFlag:
     def exact(self) -> bool:
         return self.tau is not None and (self.criterion == "l2_norm" or bool(self.dims))
 
-    def __call__(self, features: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
-        """features (images, tokens, D) and their L2 norms (images, tokens) -> (images, tokens)."""
+    def __call__(self, features: torch.Tensor, norms: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """features (images, tokens, D), their L2 norms and real positions (images, tokens) -> (images, tokens)."""
         if self.exact:
-            return v_sink_mask(features.float(), self.criterion, self.tau, self.dims)
-        typical = norms.median(dim=-1).values / features.shape[-1] ** 0.5
+            return v_sink_mask(features.float(), self.criterion, self.tau, self.dims) & keep
+        typical = norms.masked_fill(~keep, float("nan")).nanmedian(dim=-1).values / features.shape[-1] ** 0.5
         level = torch.clamp(self.min_ratio * typical, min=self.min_magnitude).view(-1, 1)
-        return features.float().abs().amax(dim=-1) >= level
+        return (features.float().abs().amax(dim=-1) >= level) & keep
 
 
 class SinkCapture:
-    def __init__(self, backbone: Backbone, stats: SinkStats, vflag: VSinkFlag):
-        self.backbone, self.stats, self.vflag = backbone, stats, vflag
-        self.layers = vision_layers(backbone.vision_tower)
+    def __init__(self, backbone: Backbone, stats: SinkStats, vflag: VSinkFlag, delimiters: torch.Tensor):
+        self.backbone, self.stats, self.vflag, self.delimiters = backbone, stats, vflag, delimiters
+        self.layers = backbone.vision_layers()
         self.read = read_index(backbone.sink_profile.vit_layer, len(self.layers))
-        self.visual_rows: torch.Tensor | None = None  # flat (B * T) indices of image tokens
-        self.keep: torch.Tensor | None = None  # (images, tokens) bool: visual tokens that are not V-sinks
         self.vit_pending = Pending(stats.vit, layers=self.read + 1)
         self.llm_pending = Pending(stats.llm, layers=len(backbone.decoder_layers()))
+        self.all_pending = Pending(stats.llm_all, layers=len(backbone.decoder_layers()))
         self.handles: list = []
+        self.batch: BatchLayout | None = None
 
     # -- hooks ---------------------------------------------------------------------------------
     def __enter__(self) -> "SinkCapture":
@@ -117,35 +114,86 @@ class SinkCapture:
 
     # -- counting ------------------------------------------------------------------------------
     def _vit(self, index: int, hidden: torch.Tensor) -> None:
-        features = hidden[:, hidden.shape[1] - self.backbone.num_image_tokens :]  # CLS dropped
-        self.vit_pending.slot(index, features.shape, features.device).copy_(features)
+        features, real = self.backbone.vision_states(hidden, self.batch.vision)
+        self.vit_pending.slot(index, features.shape, features.device, real).copy_(features)
         self.vit_pending.filled()
         if index == self.read:  # the LLM runs next and needs the V-sink flags
             self.vit_pending.flush()
-            norms = self.stats.read.add(features)
-            self.keep = ~self.vflag(features, norms)  # the LLM counts visual tokens that are not V-sinks
+            norms = self.stats.read.add(features, real)
+            flags = self.vflag(features, norms, real)
+            if self.stats.slots is not None:
+                self._count_slots(features, norms, real)
+            self.batch.set_v_sinks(self.backbone, flags[real])
+
+    def _count_slots(self, features: torch.Tensor, norms: torch.Tensor, real: torch.Tensor) -> None:
+        """A slot's value per channel: the largest of its patches' (its norm: the largest norm)."""
+        group = self.backbone.connector_group
+        images, tokens, width = features.shape
+        slots = features.abs().view(images, tokens // group, group, width).amax(dim=2)
+        slot_norms = norms.view(images, tokens // group, group).amax(dim=2)
+        self.stats.slots.add(slots, real.view(images, tokens // group, group).any(dim=2), slot_norms)
 
     def _llm(self, index: int, hidden: torch.Tensor) -> None:
+        layout = self.batch
         width = hidden.shape[-1]
-        images = self.visual_rows.shape[0] // self.backbone.num_image_tokens
-        slot = self.llm_pending.slot(index, (images, self.backbone.num_image_tokens, width), hidden.device, self.keep)
-        flat = hidden.reshape(-1, width)
-        if flat.dtype == slot.dtype:
-            torch.index_select(flat, 0, self.visual_rows, out=slot.view(-1, width))
+        flat = hidden.detach().reshape(-1, width)
+        visual = self.llm_pending.slot(index, (*layout.visual_index.shape, width), hidden.device, layout.visual_keep)
+        if flat.dtype == torch.float32:  # straight into the buffer, no temporary
+            torch.index_select(flat, 0, layout.visual_index.view(-1), out=visual.view(-1, width))
         else:
-            slot.view(-1, width).copy_(flat.index_select(0, self.visual_rows))
+            visual.copy_(flat[layout.visual_index])
         self.llm_pending.filled()
+        # Every token: magnitudes are all the counting needs, so the buffer takes |h| (one pass).
+        magnitudes = self.all_pending.slot(index, hidden.shape, hidden.device, layout.real).view(-1, width)
+        if flat.dtype == torch.float32:  # the sign bit cleared: |h|, exactly
+            torch.bitwise_and(flat.view(torch.int32), MAGNITUDE_MASK, out=magnitudes.view(torch.int32))
+        else:
+            magnitudes.copy_(flat).abs_()
+        peaks = magnitudes.new_zeros(len(CATEGORY_NAMES) + 1, width)  # row 0 takes the padding
+        peaks.scatter_reduce_(0, layout.category_index.expand_as(magnitudes), magnitudes, "amax")
+        torch.maximum(self.stats.where[:, index], peaks[1:], out=self.stats.where[:, index])
+        self.all_pending.filled()
 
     # -- one batch -----------------------------------------------------------------------------
     @torch.inference_mode()
-    def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor) -> None:
-        """One prefill forward of a batch (every row holds exactly one image)."""
-        # Row-major positions of the image tokens: the order the connector's outputs fill them in.
-        self.visual_rows = (input_ids == self.backbone.image_token_id).reshape(-1).nonzero().squeeze(-1)
-        plain_forward(self.backbone, input_ids, attention_mask, pixel_values)
+    def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, vision: dict) -> None:
+        """One prefill forward of a batch (every row holds at least one image)."""
+        self.batch = BatchLayout.of(self.backbone, input_ids, attention_mask, vision, self.delimiters)
+        inputs = self.backbone.model_inputs(input_ids, attention_mask, vision)
+        self.backbone.model(**inputs, use_cache=False, logits_to_keep=1)  # the model's own forward, no LM head work
         self.llm_pending.flush()
-        self.stats.images += input_ids.shape[0]
-        self.visual_rows = self.keep = None
+        self.all_pending.flush()
+        self.stats.images += self.batch.visual_index.shape[0]
+        self.batch = None
+
+
+@dataclass
+class BatchLayout:
+    """Where one batch's slots are: visual positions per image (padded), categories, real tokens."""
+
+    vision: dict
+    real: torch.Tensor  # (B, T) bool: attended
+    visual_index: torch.Tensor  # (images, slots) flat (B * T) positions of each image's slots, padded
+    visual_real: torch.Tensor  # (images, slots) bool
+    visual_keep: torch.Tensor  # (images, slots) bool: real slots that are not V-sinks (set at the read layer)
+    category_index: torch.Tensor  # (B * T, 1) long: 1 + token category, 0 for padding
+
+    @classmethod
+    def of(cls, backbone: Backbone, input_ids, attention_mask, vision: dict, delimiters: torch.Tensor) -> "BatchLayout":
+        visual = input_ids == backbone.image_token_id
+        flat = visual.reshape(-1).nonzero().squeeze(-1)
+        sizes = backbone.slots_per_image(vision, flat.numel())
+        index = pad_sequence(list(flat.split(sizes)), batch_first=True)
+        real = torch.arange(index.shape[1], device=index.device) < torch.tensor(sizes, device=index.device)[:, None]
+        kinds = token_categories(input_ids, attention_mask, delimiters, backbone.image_token_id)
+        return cls(vision, attention_mask.bool(), index, real, real.clone(), (kinds + 1).reshape(-1, 1))
+
+    def set_v_sinks(self, backbone: Backbone, patch_flags: torch.Tensor) -> None:
+        """Patch flags (connector-input order) -> slot flags, as the backbone maps V-sinks."""
+        tokens = backbone.to_slot_order(patch_flags.view(-1, backbone.connector_group).any(dim=-1), self.vision)
+        sinks = torch.zeros_like(self.visual_real)
+        sinks[self.visual_real] = tokens.to(sinks.device)
+        self.visual_keep = self.visual_real & ~sinks
 
 
 class Pending:
@@ -180,11 +228,3 @@ class Pending:
         if self.count:
             self.part.add(self.first, self.buffer[: self.count], self.keep)
             self.count = 0
-
-
-def plain_forward(backbone: Backbone, input_ids, attention_mask, pixel_values):
-    """Prefill through the vision tower, connector and LLM; no LM head, no cache (nothing is generated)."""
-    with torch.inference_mode():
-        return backbone.model.model(
-            input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values, use_cache=False
-        )

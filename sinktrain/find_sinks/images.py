@@ -3,7 +3,7 @@
     items = shard_items("shards/{000000..000009}.tar", num_images=300, rank=0, world_size=1)
     items = folder_items("photos/", num_images=300, rank=0, world_size=1)
     for chunk in batched(items, 8):
-        input_ids, attention_mask, pixel_values = PromptEncoder(backbone, "v1")(chunk)
+        input_ids, attention_mask, vision = PromptEncoder(backbone, "v1")(chunk)
 
 The first ``num_images`` images (shards in order, no shuffling; a folder's files sorted by path)
 are numbered 0, 1, ...; rank r takes those with number % world_size == r, so every image is seen
@@ -28,7 +28,9 @@ from sinktrain.backbones.base import Backbone
 from sinktrain.data.encode import decode_image, image_member
 from sinktrain.data.shards import IMAGE_EXTENSIONS
 from sinktrain.data.stream import BadSample, expand_shards
-from sinktrain.data.templates import HUMAN, IMAGE_PLACEHOLDER, build_prompt
+from sinktrain.data.chat import encode_prompt
+from sinktrain.data.chat.conversation import HUMAN, IMAGE_PLACEHOLDER
+from sinktrain.data.images import concat_vision
 from sinktrain.errors import SinkTrainError
 
 logger = logging.getLogger("sinktrain")
@@ -106,26 +108,24 @@ def batched(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 
 
 class PromptEncoder:
-    """Items -> right-padded prompt ids, attention mask and pixel values (prefill inputs)."""
+    """Items -> right-padded prompt ids, attention mask and the model's image inputs (prefill inputs)."""
 
     def __init__(self, backbone: Backbone, template: str):
-        self.backbone, self.template = backbone, template
-        self.preprocess = backbone.preprocess_images
+        self.backbone, self.template = backbone, backbone.check_template(template)
 
-    def prompt(self, question: str) -> list[int]:
+    def prompt(self, question: str, slots: list[int]) -> list[int]:
         b = self.backbone
-        conversation = [{"from": HUMAN, "value": question}]
         try:
-            return build_prompt(conversation, b.tokenizer, self.template, b.image_token_id, b.num_image_tokens)
+            return encode_prompt([{"from": HUMAN, "value": question}], b.tokenizer, self.template, b.image_token_id, slots)
         except SinkTrainError:  # a question the template refuses: the image is what is profiled
-            generic = [{"from": HUMAN, "value": GENERIC_QUESTION}]
-            return build_prompt(generic, b.tokenizer, self.template, b.image_token_id, b.num_image_tokens)
+            return encode_prompt([{"from": HUMAN, "value": GENERIC_QUESTION}], b.tokenizer, self.template, b.image_token_id, slots)
 
-    def __call__(self, items: list[Item]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        prompts = [self.prompt(item.question) for item in items]
+    def __call__(self, items: list[Item]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        encoded = [self.backbone.image_inputs([item.image]) for item in items]
+        prompts = [self.prompt(item.question, slots) for item, (_, slots) in zip(items, encoded)]
         length = max(len(p) for p in prompts)
         pad = self.backbone.tokenizer.pad_token_id
         pad = 0 if pad is None else pad
         input_ids = torch.tensor([p + [pad] * (length - len(p)) for p in prompts])
         attention_mask = torch.tensor([[1] * len(p) + [0] * (length - len(p)) for p in prompts])
-        return input_ids, attention_mask, self.preprocess([item.image for item in items])
+        return input_ids, attention_mask, concat_vision([vision for vision, _ in encoded])

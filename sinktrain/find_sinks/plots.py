@@ -51,7 +51,7 @@ def _activations_panel(ax, part: PartStats, result: PartResult, title: str, mark
 def plot_activations(stats: SinkStats, findings: Findings, settings: Settings, path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     _activations_panel(left, stats.vit, findings.vit, "vision tower", settings.read, "feeds the connector")
-    _activations_panel(right, stats.llm, findings.llm, "LLM, visual tokens (raw)", findings.llm_first_layer, "first sink layer")
+    _activations_panel(right, stats.llm_all, findings.llm, "LLM, every token (raw)", findings.llm_first_layer, "first sink layer")
     return _save(fig, path)
 
 

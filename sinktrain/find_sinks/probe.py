@@ -12,14 +12,13 @@ from __future__ import annotations
 import torch
 
 from sinktrain.backbones.base import Backbone
-from sinktrain.backbones.llava import vision_tower_id
 from sinktrain.backbones.profiles import SinkProfile
 from sinktrain.backbones.registry import backbone_class, load_backbone, load_config
 from sinktrain.errors import SinkTrainError
 
 
-def feature_layer(config) -> int:
-    layer = getattr(config, "vision_feature_layer", -1)
+def feature_layer(family, config) -> int:
+    layer = family.feature_layer(config)
     if not isinstance(layer, int):
         raise SinkTrainError(
             f"vision_feature_layer {layer!r} feeds the connector from several layers; find_sink_dims.py reads one, "
@@ -29,13 +28,15 @@ def feature_layer(config) -> int:
 
 
 def provisional_profile(config) -> SinkProfile:
-    tower = vision_tower_id(config.vision_config)
-    return SinkProfile(name="unprofiled", vision_tower=tower, vit_dims=[], vit_layer=feature_layer(config), criterion="l2_norm", tau_v=float("inf"))
+    family = backbone_class(config)  # unsupported architectures fail before anything is loaded
+    return SinkProfile(
+        name="unprofiled", vision_tower=family.vision_tower_id(config), vit_dims=[], vit_layer=feature_layer(family, config),
+        criterion="l2_norm", tau_v=float("inf"),
+    )
 
 
 def load_unprofiled(model: str, dtype: torch.dtype = torch.float32) -> Backbone:
     config = load_config(model)
-    backbone_class(config)  # unsupported architectures fail before the profile is built
     backbone = load_backbone(model, dtype=dtype, profile=provisional_profile(config))
     backbone.model.eval().requires_grad_(False)
     return backbone

@@ -18,6 +18,7 @@ from sinktrain.errors import SinkTrainError
 from sinktrain.find_sinks.analyse import Findings, Settings, Threshold
 from sinktrain.find_sinks.report import candidates_text, rule_text
 from sinktrain.find_sinks.select import PartResult
+from sinktrain.find_sinks.tokens import CATEGORY_NAMES
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,6 @@ class Identity:
     vit_layer: int  # vision_feature_layer
     hidden_size_vit: int
     hidden_size_llm: int
-    visual_tokens: int  # per image
 
 
 def sig(value: float, digits: int = 4) -> float:
@@ -85,6 +85,19 @@ def per_image_histogram(counts: np.ndarray) -> list[int]:
     return values
 
 
+def where_stats(findings: Findings) -> dict:
+    """Per LLM dim and token category: its peak magnitude, over which layer, and x that layer's median."""
+    medians = np.maximum(findings.llm.medians, 1e-12)
+    report = {}
+    for dim in findings.llm.dims:
+        report[str(dim)] = {}
+        for category, name in enumerate(CATEGORY_NAMES):
+            ratios = findings.where[category, :, dim] / medians
+            layer = int(ratios.argmax())
+            report[str(dim)][name] = {"peak": sig(float(findings.where[category, layer, dim])), "x_median": sig(float(ratios[layer])), "layer": layer}
+    return report
+
+
 def stats_dict(findings: Findings, settings: Settings, identity: Identity, keep_llm: bool) -> dict:
     images = max(findings.images, 1)
     vit = part_stats(findings.vit, findings.v)
@@ -94,8 +107,16 @@ def stats_dict(findings: Findings, settings: Settings, identity: Identity, keep_
         sinks_per_image_histogram=per_image_histogram(findings.sinks_per_image),
         sink_token_fraction=sig(findings.v_sink_tokens / max(findings.vit_tokens, 1)),
     )
+    if findings.slot_sinks_per_image is not None:  # a merging connector: V-sinks per LLM slot too
+        slots = findings.slot_sinks_per_image
+        vit.update(
+            sink_slots_per_image=sig(float((np.arange(len(slots)) * slots).sum()) / images),
+            sink_slots_per_image_histogram=per_image_histogram(slots),
+        )
     llm = part_stats(findings.llm, findings.l if keep_llm else None)
     llm["values"] = "rms_normalized" if settings.llm_rms_norm else "raw"
+    llm["dims_chosen_on"] = "every token"
+    llm["where"] = where_stats(findings)
     if keep_llm:
         llm.update(
             first_layer=findings.llm_first_layer,
@@ -105,7 +126,7 @@ def stats_dict(findings: Findings, settings: Settings, identity: Identity, keep_
     return {
         "tool": "tools/find_sink_dims.py",
         "images": findings.images,
-        "visual_tokens_per_image": identity.visual_tokens,
+        "visual_tokens_per_image": sig(findings.vit_tokens / images),
         "rule": {k: sig(v) for k, v in asdict(settings.rule).items()},
         "vit": vit,
         "llm": llm,

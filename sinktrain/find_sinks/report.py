@@ -59,7 +59,27 @@ def summary_table(profile: SinkProfile) -> str:
     else:
         rows.append(("LLM", "[]", "-", "-", "-", "no L-sinks"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    table = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    min_ratio = profile.stats.get("rule", {}).get("min_ratio", 100.0)
+    return "\n".join([table, *slot_lines(vit), *where_lines(llm, min_ratio)])
+
+
+def slot_lines(vit: dict) -> list[str]:
+    if "sink_slots_per_image" not in vit:
+        return []
+    return [f"V-sink LLM slots (a slot merges several patches; a sink when any is): {vit['sink_slots_per_image']:.3g}/image"]
+
+
+def where_lines(llm: dict, min_ratio: float) -> list[str]:
+    """Where each LLM dim shows (peak >= min_ratio x the layer median), and its peak / median per
+    token category: first token, delimiters, visual tokens, other text."""
+    lines = []
+    for dim, categories in llm.get("where", {}).items():
+        shows = [name for name, c in categories.items() if c["x_median"] >= min_ratio]
+        places = ", ".join(shows) if shows else f"no token category (none >= {min_ratio:g}x)"
+        cells = ", ".join(f"{name} {c['x_median']:.3g}x (layer {c['layer']})" for name, c in categories.items())
+        lines.append(f"LLM dim {dim} shows at: {places}; peak / layer median: {cells}")
+    return lines
 
 
 def known_profiles_table() -> str:

@@ -12,9 +12,17 @@ how the images were split over ranks or batches. Per part (vision tower, LLM):
   above any threshold), ``image_max``: images per bin of their largest magnitude in the channel
   (how many images have a massive token there), ``peak``: the largest magnitude seen;
 * LLM only, ``normed``: ``hist`` after weightless RMSNorm (VAR thresholds L-sinks there);
+* the LLM is counted twice: ``llm_all`` over every token (where massive dims are chosen: they
+  show first at the first token and at delimiters) and ``llm`` over visual tokens that are not
+  V-sinks (where L-sinks and tau_L are counted). ``llm`` keeps only the histogram tau_L is set
+  on (``normed``, or ``hist`` for raw values), its peaks and token counts: the dims are chosen
+  on ``llm_all``, so a second raw histogram of the visual tokens would be counted for nothing.
+  ``where`` keeps each channel's peak magnitude per token category (first token, delimiters,
+  visual, other text) and layer;
 * the vision layer feeding the connector also keeps, per channel, how many images have
   0, 1, ..., COUNT_CAP tokens at or above each bin (sinks per image at any threshold), and for
-  the l2_norm criterion (DIYSink's) the same for token L2 norms.
+  the l2_norm criterion (DIYSink's) the same for token L2 norms; ``slots`` the same per LLM slot
+  for connectors that merge several patches into one slot (a slot's value: its patches' largest).
 
 This runs on every hidden state of every batch, so it is written for speed: magnitudes are binned
 from their float bits in place (bins.py), several layers at a time, and counted with one
@@ -55,17 +63,19 @@ def count_into_(target: torch.Tensor, bits: torch.Tensor) -> None:
 class PartStats:
     """Statistics of one model part over its layers (hidden-state indices)."""
 
-    hist: torch.Tensor  # (L, D, B) int32
-    image_max: torch.Tensor  # (L, D, B) int32
+    hist: torch.Tensor | None  # (L, D, B) int32; None: raw values not counted (``raw=False``)
+    image_max: torch.Tensor | None  # (L, D, B) int32; None with ``hist``
     peak: torch.Tensor  # (L, D) float32
     tokens: torch.Tensor  # (L,) int64: tokens counted per layer
     normed: torch.Tensor | None = None  # (L, D, B) int32, LLM only
 
     @classmethod
-    def empty(cls, layers: int, width: int, device, normed: bool = False) -> "PartStats":
+    def empty(cls, layers: int, width: int, device, normed: bool = False, raw: bool = True) -> "PartStats":
+        """``normed``: a histogram after weightless RMSNorm; ``raw``: the raw-value histogram and
+        images' largest values (peaks and token counts are always kept)."""
         return cls(
-            hist=_zeros(layers, width, NUM_BINS, device=device),
-            image_max=_zeros(layers, width, NUM_BINS, device=device),
+            hist=_zeros(layers, width, NUM_BINS, device=device) if raw else None,
+            image_max=_zeros(layers, width, NUM_BINS, device=device) if raw else None,
             peak=_zeros(layers, width, device=device, dtype=torch.float32),
             tokens=_zeros(layers, device=device, dtype=torch.int64),
             normed=_zeros(layers, width, NUM_BINS, device=device) if normed else None,
@@ -89,17 +99,20 @@ class PartStats:
             rows.index_fill_(1, dropped_rows, 0.0)  # touches only the dropped rows
         normed = rms_normalized(rows) if self.normed is not None else None  # zero rows stay zero
         bits = rows.view(torch.int32).bitwise_and_(MAGNITUDE_MASK)  # in place: |values| as ordered ints
-        image_peaks = bits.view(layers, images, tokens, width).amax(dim=2)  # (layers, images, D)
-        torch.maximum(self.peak[span], bits_to_float(image_peaks.amax(dim=1)), out=self.peak[span])
-        count_into_(self.image_max[span], image_peaks)
-        count_into_(self.hist[span], bits)
+        if self.hist is not None:
+            image_peaks = bits.view(layers, images, tokens, width).amax(dim=2)  # (layers, images, D)
+            torch.maximum(self.peak[span], bits_to_float(image_peaks.amax(dim=1)), out=self.peak[span])
+            count_into_(self.image_max[span], image_peaks)
+            count_into_(self.hist[span], bits)
+        else:
+            torch.maximum(self.peak[span], bits_to_float(bits.amax(dim=1)), out=self.peak[span])
         self.tokens[span] += images * tokens - dropped
         if normed is not None:
             count_into_(self.normed[span], normed.view(torch.int32).bitwise_and_(MAGNITUDE_MASK))
         if dropped:
-            self.hist[span, :, 0] -= dropped
-            if normed is not None:
-                self.normed[span, :, 0] -= dropped
+            for counts in (self.hist, self.normed):
+                if counts is not None:
+                    counts[span, :, 0] -= dropped
 
 
 def rms_normalized(hidden: torch.Tensor, eps: float = 1e-6, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -129,14 +142,17 @@ class ReadLayerStats:
             norm_per_image_diff=_zeros(1, COUNT_CAP + 1, NUM_BINS + 1, device=device) if norms else None,
         )
 
-    def add(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Count (images, tokens, D); returns the token L2 norms (images, tokens)."""
-        add_count_intervals(self.per_image_diff, magnitude_bits(hidden))
-        norms = torch.linalg.vector_norm(hidden.float(), dim=-1)
+    def add(self, hidden: torch.Tensor, keep: torch.Tensor | None = None, norms: torch.Tensor | None = None) -> torch.Tensor:
+        """Count (images, tokens, D), padded positions (``keep`` False) zero; returns the token L2
+        norms (images, tokens), or counts the ``norms`` given (a merged slot's: its largest patch's)."""
+        add_count_intervals(self.per_image_diff, magnitude_bits(hidden))  # zeros never reach a sink's bin
+        norms = torch.linalg.vector_norm(hidden.float(), dim=-1) if norms is None else norms
         if self.norm_hist is not None:
             norm_bits = magnitude_bits(norms)
             add_count_intervals(self.norm_per_image_diff, norm_bits.unsqueeze(-1))
             count_into_(self.norm_hist.view(1, 1, -1), norm_bits.view(1, -1, 1))
+            if keep is not None:
+                self.norm_hist[0] -= (~keep).sum().to(self.norm_hist.dtype)  # padding counted in bin 0: taken out
         return norms
 
     def per_image(self) -> torch.Tensor:
@@ -157,7 +173,7 @@ def add_count_intervals(diff: torch.Tensor, bits: torch.Tensor) -> None:
     """
     images, tokens, width = bits.shape
     k = min(COUNT_CAP, tokens)
-    top = bits.transpose(1, 2).contiguous().topk(k, dim=-1).values  # (images, D, k), largest first
+    top = bits.topk(k, dim=1).values.transpose(1, 2)  # (images, D, k), largest first (topk along tokens: no transposed copy)
     upper = offset_bins_(top, torch.ones((), device=bits.device, dtype=torch.int32))  # t_j + 1
     if k < COUNT_CAP:  # fewer tokens than the cap: the missing t_j lie below bin 0
         upper = torch.cat([upper, upper.new_zeros(images, width, COUNT_CAP - k)], dim=-1)
@@ -173,24 +189,37 @@ def add_count_intervals(diff: torch.Tensor, bits: torch.Tensor) -> None:
 @dataclass
 class SinkStats:
     vit: PartStats
-    llm: PartStats
+    llm: PartStats  # visual tokens that are not V-sinks
+    llm_all: PartStats  # every token
     read: ReadLayerStats
+    slots: ReadLayerStats | None  # per LLM slot, when slots merge several patches
+    where: torch.Tensor  # (categories, L, D) float32: peak magnitude per token category
     images: torch.Tensor  # () int64
 
+    PARTS = ("vit", "llm", "llm_all", "read", "slots")
+
     @classmethod
-    def empty(cls, vit_layers: int, vit_width: int, llm_layers: int, llm_width: int, device, normed: bool = True, norms: bool = False) -> "SinkStats":
-        """``normed``: LLM values after weightless RMSNorm too; ``norms``: token L2 norms (l2_norm criterion)."""
+    def empty(cls, vit_layers: int, vit_width: int, llm_layers: int, llm_width: int, device, normed: bool = True, norms: bool = False, slots: bool = False) -> "SinkStats":
+        """``normed``: L-sink values after weightless RMSNorm (else raw); ``norms``: token L2 norms
+        (l2_norm criterion); ``slots``: slot statistics (a connector that merges patches)."""
+        from sinktrain.find_sinks.tokens import CATEGORY_NAMES
+
         return cls(
             vit=PartStats.empty(vit_layers, vit_width, device),
-            llm=PartStats.empty(llm_layers, llm_width, device, normed=normed),
+            llm=PartStats.empty(llm_layers, llm_width, device, normed=normed, raw=not normed),
+            llm_all=PartStats.empty(llm_layers, llm_width, device),
             read=ReadLayerStats.empty(vit_width, device, norms=norms),
+            slots=ReadLayerStats.empty(vit_width, device, norms=norms) if slots else None,
+            where=_zeros(len(CATEGORY_NAMES), llm_layers, llm_width, device=device, dtype=torch.float32),
             images=_zeros((), device=device, dtype=torch.int64),
         )
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Every statistic by name ("vit.hist", ...): what reduce() and the tests walk over."""
-        named = {"images": self.images}
-        for part in ("vit", "llm", "read"):
+        named = {"images": self.images, "where": self.where}
+        for part in self.PARTS:
+            if getattr(self, part) is None:
+                continue
             holder = getattr(self, part)
             for f in fields(holder):
                 value = getattr(holder, f.name)
@@ -206,12 +235,14 @@ class SinkStats:
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
         for name, tensor in self.tensors().items():
-            op = dist.ReduceOp.MAX if name.endswith(".peak") else dist.ReduceOp.SUM
+            op = dist.ReduceOp.MAX if name.endswith(".peak") or name == "where" else dist.ReduceOp.SUM
             dist.all_reduce(tensor, op=op)
 
     def to_cpu(self) -> "SinkStats":
         moved = {name: t.cpu() for name, t in self.tensors().items()}
         parts = {}
-        for part, cls in (("vit", PartStats), ("llm", PartStats), ("read", ReadLayerStats)):
-            parts[part] = cls(**{f.name: moved.get(f"{part}.{f.name}") for f in fields(cls)})
-        return SinkStats(images=moved["images"], **parts)
+        for part in self.PARTS:
+            cls = ReadLayerStats if part in ("read", "slots") else PartStats
+            values = {f.name: moved.get(f"{part}.{f.name}") for f in fields(cls)}
+            parts[part] = cls(**values) if any(v is not None for v in values.values()) else None
+        return SinkStats(images=moved["images"], where=moved["where"], **parts)

@@ -2,8 +2,8 @@
 
 ``g_l = MLP_l(h_l^last)``: LayerNorm -> Linear(d, 64) -> GELU -> Linear(64, G) -> softmax, and
 ``c = G * r``. The last Linear starts at zero, so the softmax is uniform and every visual key is
-scaled by exactly 1: the gated model starts as the stock model (FACTS.md, "LSG"). With d = 4096,
-G = 2 a gate has ~0.27M parameters (the paper's ~262K counts the Linears).
+scaled by exactly 1: the gated model starts as the stock model (LSG, "When Sinks Help or Hurt",
+Sec. 4.2). With d = 4096, G = 2 a gate has ~0.27M parameters (the paper's ~262K counts the Linears).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import torch
 from sinktrain.backbones.base import Backbone
 from sinktrain.data.eval_set import EvalSample
 from sinktrain.errors import SinkTrainError
-from sinktrain.evaluate import Results, evaluate
+from sinktrain.eval import Results, evaluate
 from sinktrain.lsg.gating import check_layers
 from sinktrain.lsg.scoped import scoped_gating
 

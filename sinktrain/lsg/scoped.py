@@ -6,8 +6,8 @@
     with scoped_gating(backbone, meta.layers, meta.groups, state) as gating:   # stacked gates
         ...
 
-On exit the hooks are removed, the gates leave the model (no ``sink_gates`` submodule) and the
-backbone's batch hooks are as before: the backbone is the stock model again.
+On exit the hooks are removed and the gates leave the model (no ``sink_gates`` submodule): the
+backbone is the stock model again.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ def to_model_device(gating: LayerGating) -> LayerGating:
 def scoped_gating(
     backbone: Backbone, layers: list[int], groups: int = 2, state: dict[str, torch.Tensor] | None = None
 ) -> Iterator[LayerGating]:
-    batch_hooks = list(backbone.batch_hooks)
     gating = LayerGating(backbone, layers, groups)
     try:
         if state is not None:
@@ -40,5 +39,4 @@ def scoped_gating(
         yield to_model_device(gating)
     finally:
         gating.remove()
-        backbone.batch_hooks[:] = batch_hooks  # drop the prepare hook LayerGating added
         delattr(backbone.model, GATES_ATTRIBUTE)

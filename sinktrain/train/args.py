@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sinktrain.data.templates import OVERFLOW_POLICIES, TEMPLATES
+from sinktrain.data.chat import FORMATS, OVERFLOW_POLICIES
+from sinktrain.demo import demo_name
 from sinktrain.train.ds_config import PRECISIONS
 
 # Flags whose defaults differ on the embedded demo: the tiny random model needs a much higher lr
@@ -20,7 +21,7 @@ DEMO_DEFAULTS = {"lr": 2e-3, "max_steps": 100, "per_device_batch_size": 8, "warm
 def common_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     run = parser.add_argument_group("what to run")
-    run.add_argument("--model", default=None, help="model directory or hub id in transformers format; default: the embedded tiny demo LLaVA")
+    run.add_argument("--model", default=None, help="model directory or hub id in transformers format, or demo:FAMILY (llava, qwen2_vl, qwen2_5_vl); default: demo (the tiny LLaVA)")
     run.add_argument("--data", default=None, help="WebDataset shards, e.g. 'shards/{000000..000099}.tar'; default: the demo shards")
     run.add_argument("--sink_profile", default=None, help="sink profile JSON (tools/find_sink_dims.py writes one); default: the model's own or a built-in one")
     run.add_argument("--output_dir", default=None, help="checkpoints, logs and TensorBoard; default: a new folder under runs/")
@@ -41,7 +42,9 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     opt.add_argument("--seed", type=int, default=0)
 
     data = parser.add_argument_group("data")
-    data.add_argument("--template", choices=sorted(TEMPLATES), default=None, help="conversation template; default: the backbone's (v1 for LLaVA-1.5)")
+    data.add_argument("--template", choices=sorted(FORMATS), default=None, help="chat format; default: the model family's (v1 for LLaVA-1.5, qwen2_vl for Qwen-VL)")
+    data.add_argument("--min_pixels", type=int, default=None, help="Qwen-VL: images are resized to at least this many pixels; default: the processor's")
+    data.add_argument("--max_pixels", type=int, default=None, help="Qwen-VL: ... and at most this many (fewer slots per image); default: the processor's")
     data.add_argument("--max_length", type=int, default=2048)
     data.add_argument("--on_overflow", choices=OVERFLOW_POLICIES, default="truncate", help="what to do with samples longer than --max_length")
     data.add_argument("--max_bad_fraction", type=float, default=0.01, help="stop when more than this fraction of samples is broken")
@@ -67,7 +70,7 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None, demo_o
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     args.explicit = explicit_flags(parser, argv)
-    args.demo = args.model is None
+    args.demo = demo_name(args.model) is not None
     if args.demo:
         for name, value in {**DEMO_DEFAULTS, **(demo_overrides or {})}.items():
             if name not in args.explicit:

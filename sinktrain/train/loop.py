@@ -9,6 +9,7 @@ step and data position.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from dataclasses import dataclass
@@ -22,8 +23,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from sinktrain.backbones.base import Backbone
-from sinktrain.data.collate import Collator
-from sinktrain.data.encode import SampleEncoder
 from sinktrain.data.stream import ShardStream, StreamState
 from sinktrain.errors import SinkTrainError
 from sinktrain.train import checkpoint
@@ -60,16 +59,13 @@ def partition_report(model: nn.Module) -> dict:
 
 def data_loader(run: Run, backbone: Backbone, template: str, resume: StreamState | None) -> DataLoader:
     args, settings = run.args, run.settings
-    encoder = SampleEncoder(
-        backbone.tokenizer, backbone.preprocess_images, template, backbone.image_token_id,
-        backbone.num_image_tokens, args.max_length, args.on_overflow,
-    )
+    encoder = backbone.encoder(template, args.max_length, args.on_overflow)
     stream = ShardStream(
         run.shards, encoder, run.rank, run.world_size, args.num_workers, args.seed, args.shuffle_buffer, resume,
     )
     return DataLoader(
         stream, batch_size=settings.per_device_batch_size, num_workers=args.num_workers,
-        collate_fn=Collator(backbone.tokenizer.pad_token_id),
+        collate_fn=backbone.collator(),
     )
 
 
@@ -159,6 +155,8 @@ class MethodHooks:
     metrics: Callable[[], dict] = dict
     # called on every rank with each checkpoint's staging directory, before it is published
     extra_save: Callable[[Path], None] = lambda directory: None
+    # called on every rank with the output directory after the last step (e.g. the final gates)
+    final_save: Callable[[Path], None] = lambda directory: None
 
 
 def fit(run: Run, backbone: Backbone, template: str, hooks: MethodHooks | None = None) -> Path:
@@ -190,10 +188,21 @@ def fit(run: Run, backbone: Backbone, template: str, hooks: MethodHooks | None =
         progress.close()
     if run.args.export_model:  # collective under ZeRO-3: every rank gathers, rank 0 writes
         engine.save_16bit_model(str(run.output_dir / "model"))
+    hooks.final_save(run.output_dir)
     write_run_info(run, {"rank": run.rank, "start_step": start_step, "end_step": settings.max_steps, "micro_batches": micro_batches, "zero": report, "zero_at_load": at_load})
+    release(engine)
     final = run.checkpoint_root / checkpoint.step_tag(settings.max_steps)
     logger.info("done: checkpoint %s | TensorBoard: tensorboard --logdir %s", final, tensorboard_dir(run))
     return final
+
+
+def release(engine) -> None:
+    """Let go of ZeRO-3's hooks, buffers and in-flight collectives while every rank is still here:
+    work left to the interpreter's exit can abort a rank after training has ended (the data
+    workers already stopped when train_steps dropped their iterator)."""
+    engine.destroy()
+    gc.collect()
+    barrier()
 
 
 def tensorboard_dir(run: Run) -> str | None:

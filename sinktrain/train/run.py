@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from sinktrain import demo
-from sinktrain.backbones.registry import backbone_class, load_config, resolve_profile
+from sinktrain.backbones.registry import backbone_class, load_backbone, load_config, resolve_profile
 from sinktrain.data.stream import check_enough_shards, expand_shards
 from sinktrain.errors import SinkTrainError
 from sinktrain.log import setup_logging
@@ -120,7 +120,7 @@ def resolve_config(args, output_dir: Path, hidden_size: int, world_size: int, sh
 
 
 def enable_zero3_loading(config: dict, keep_alive: list) -> None:
-    """Make ``from_pretrained`` partition weights at load time (FACTS.md: HfDeepSpeedConfig first)."""
+    """Make ``from_pretrained`` partition weights at load time (transformers' DeepSpeed integration: HfDeepSpeedConfig must be alive before the call)."""
     if zero_stage(config) == 3:
         from transformers.integrations import HfDeepSpeedConfig
 
@@ -147,17 +147,25 @@ def check_resumable(resume_from: tuple[Path, str], world_size: int) -> None:
         )
 
 
-def setup_run(args, recipe: str, demo_model=demo.ensure_demo_model) -> Run:
-    """``demo_model`` builds the recipe's default model when --model is not given."""
+def check_model_choices(args, model: str):
+    """Model type, sink profile, template and image flags checked on the config, before any weight loads."""
+    config = load_config(model)
+    family = backbone_class(config)
+    resolve_profile(model, config, args.sink_profile)
+    family.check_template(args.template)
+    family.check_pixel_limits(args.min_pixels, args.max_pixels)
+    return config
+
+
+def setup_run(args, recipe: str, trained_demo: bool = False) -> Run:
+    """``trained_demo``: a demo --model (or none) means the family's trained demo variant (LSG)."""
     single_process_env()
     deepspeed.init_distributed()
     rank, world_size = dist.get_rank(), dist.get_world_size()
     setup_logging(rank)
-    model = args.model or str(on_main_first(demo_model))
+    model = on_main_first(lambda: demo.resolve(args.model, trained=trained_demo))
     data = args.data or on_main_first(demo.demo_data_pattern)
-    config = load_config(model)
-    backbone_class(config)  # unsupported architectures and missing sink profiles fail here,
-    resolve_profile(model, config, args.sink_profile)  # before anything heavy
+    config = check_model_choices(args, model)
     shards = expand_shards(data)
     check_enough_shards(len(shards), world_size, args.num_workers)
     output_dir = Path(broadcast(str(args.output_dir or default_output_dir(recipe))))
@@ -177,3 +185,10 @@ def setup_run(args, recipe: str, demo_model=demo.ensure_demo_model) -> Run:
         (output_dir / "ds_config.json").write_text(json.dumps(ds_config, indent=2))
     logger.info("run: %s | model %s | %d shards | %d ranks | %d steps | output %s", recipe, model, len(shards), world_size, settings.max_steps, output_dir)
     return run
+
+
+def load_run_backbone(run: Run):
+    """The run's backbone, in the run's precision, with its image flags applied."""
+    backbone = load_backbone(run.model, run.args.sink_profile, dtype=run.dtype)
+    backbone.set_pixel_limits(run.args.min_pixels, run.args.max_pixels)
+    return backbone

@@ -13,6 +13,8 @@ from PIL import Image
 from sinktrain.data import scenes
 from sinktrain.data.scenes import Scene, demo_samples, draw_scene, scene_records
 
+MAGENTA = (200, 0, 200)  # written out here, so a change in scenes.py fails these tests
+
 
 def blobs(mask: np.ndarray) -> list[np.ndarray]:
     """8-connected components of a boolean mask, each as an array of (row, col) pixels."""
@@ -38,7 +40,13 @@ def blobs(mask: np.ndarray) -> list[np.ndarray]:
 def measure(image: Image.Image) -> Scene:
     """Read a scene back from its pixels alone, independently of how it was drawn."""
     pixels = np.asarray(image)
-    background = next(n for n, rgb in scenes.BACKGROUNDS.items() if tuple(pixels[0, 0]) == rgb)
+    last = scenes.IMAGE_SIZE - 1
+    corners = [tuple(pixels[r, c]) for r, c in ((0, 0), (0, last), (last, 0), (last, last))]  # no object reaches them
+    assert corners.count(MAGENTA) == 1, f"corner pixels {corners}: not exactly one watermark"
+    mark_corner = corners.index(MAGENTA)
+    rest = {rgb for rgb in corners if rgb != MAGENTA}
+    assert len(rest) == 1, f"corner pixels {corners}: the background is not one colour"
+    background = next(n for n, rgb in scenes.BACKGROUNDS.items() if rest == {rgb})
     colour = next(n for n, rgb in scenes.COLOURS.items() if (pixels == rgb).all(-1).any())
     parts = blobs((pixels == scenes.COLOURS[colour]).all(-1))
     sides = {int(np.ptp(p[:, 0])) + 1 for p in parts} | {int(np.ptp(p[:, 1])) + 1 for p in parts}
@@ -48,7 +56,25 @@ def measure(image: Image.Image) -> Scene:
     fills = {round(len(p) / side**2, 1) for p in parts}  # 1.0 square, ~0.8 circle, ~0.5 triangle
     assert len(fills) == 1, f"objects of different shapes: {fills}"
     shape = {1.0: "square", 0.8: "circle", 0.5: "triangle"}[fills.pop()]
-    return Scene(shape, colour, size, len(parts), background)
+    return Scene(shape, colour, size, len(parts), background, mark_corner)
+
+
+def mark_box(corner: int) -> tuple[slice, slice]:
+    """(rows, cols) of a 16x16 watermark in corner 0..3 (top-left, top-right, bottom-left, bottom-right)."""
+    far = slice(scenes.IMAGE_SIZE - 16, scenes.IMAGE_SIZE)
+    return (far if corner >= 2 else slice(0, 16)), (far if corner % 2 else slice(0, 16))
+
+
+def check_mark(image: Image.Image, scene: Scene) -> int:
+    """The magenta is exactly the watermark box of `scene.mark_corner` minus the object pixels drawn over it,
+    and the box holds nothing else; returns how many of its pixels objects cover."""
+    pixels = np.asarray(image)
+    magenta = (pixels == MAGENTA).all(-1)
+    box = np.zeros_like(magenta)
+    box[mark_box(scene.mark_corner)] = True
+    covered = box & (pixels == scenes.COLOURS[scene.colour]).all(-1)
+    assert (magenta == (box & ~covered)).all(), f"magenta outside the box of corner {scene.mark_corner} or missing"
+    return int(covered.sum())
 
 
 def category_of(question: str) -> str:
@@ -76,6 +102,25 @@ def test_every_shape_colour_size_count_is_drawn_right():
             assert measure(draw_scene(scene)) == scene
     image = draw_scene(Scene("circle", "red", "small", 1, "black"))
     assert image.size == (96, 96) and image.mode == "RGB"
+
+
+def test_watermark_sits_in_the_scene_corner_under_the_objects():
+    for corner in range(4):
+        for shape in scenes.SHAPES:  # 4 large objects: one fills each quadrant, over the mark
+            scene = Scene(shape, "green", "large", 4, "black", mark_corner=corner)
+            image = draw_scene(scene)
+            covered = check_mark(image, scene)  # a triangle's apex may leave a top corner's mark bare
+            assert covered < 16 * 16 and (covered > 0 or (shape == "triangle" and corner < 2)), (shape, covered)
+            assert measure(image) == scene  # every object whole: the mark hides none of its pixels
+        lone = Scene("square", "red", "small", 1, "white", mark_corner=corner)
+        assert check_mark(draw_scene(lone), lone) >= 0
+    rng = random.Random(5)
+    drawn = [scenes.random_scene(rng) for _ in range(60)]
+    for scene in drawn:
+        check_mark(draw_scene(scene, rng), scene)
+    assert {s.mark_corner for s in drawn} == {0, 1, 2, 3}
+    assert scenes.MARK_COLOUR == MAGENTA and MAGENTA not in scenes.COLOURS.values()
+    assert MAGENTA not in scenes.BACKGROUNDS.values()
 
 
 def test_answers_in_records_match_the_image():

@@ -1,4 +1,5 @@
-"""Smoke test of tools/bench_overhead.py at toy sizes: it runs and writes both ratios (no timing checks)."""
+"""Smoke test of tools/bench_overhead.py at toy sizes, both families: it runs and writes every ratio
+(LSG train step, prefill, decode / token; DualMLP train step). No timing checks."""
 
 import json
 import math
@@ -6,25 +7,44 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tools" / "bench_overhead.py"
+RATIOS = ("train_ratio", "prefill_ratio", "decode_ratio", "dual_mlp_train_ratio")
+MEASURES = ("train_step", "prefill", "decode_per_token", "generate", "dual_mlp_train_step")
 
 
-def test_bench_overhead_writes_ratios(tmp_path):
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_bench_overhead_writes_ratios(family, tmp_path):
     out = tmp_path / "overhead.json"
-    small = ["--hidden", "64", "--layers", "6", "--visual_tokens", "16", "--text_tokens", "8", "--repeats", "2"]
+    small = [
+        "--family", family, "--hidden", "64", "--layers", "6", "--vocab", "1000", "--visual_tokens", "16",
+        "--text_tokens", "8", "--batch", "2", "--new_tokens", "4", "--repeats", "2", "--threads", "1",
+    ]
     result = subprocess.run(
         [sys.executable, str(SCRIPT), *small, "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "train step" in result.stdout and "decode / token" in result.stdout
+    for label in ("LSG train step", "LSG prefill", "LSG decode / token", "DualMLP train step"):
+        assert label in result.stdout, result.stdout
     report = json.loads(out.read_text())
-    for key in ("train_ratio", "decode_ratio", "prefill_ratio"):
+    assert report["family"] == family
+    for key in RATIOS:
         value = report[key]
         assert isinstance(value, float) and math.isfinite(value) and value > 0, (key, value)
+    assert set(report["measures"]) == set(MEASURES)
+    for measure in MEASURES:
+        row = report["measures"][measure]
+        assert len(row["stock_samples_ms"]) == len(row["method_samples_ms"]) == 2, (measure, row)
+        assert row["method"] == ("DualMLP" if measure.startswith("dual_mlp") else "LSG")
+    assert report["targets"]["dual_mlp_train_step"] == 1.03
     assert report["config"]["gate_layers"] == [1, 2, 3, 5]  # layer 6 does not exist in a 6-layer LLM
-    assert len(report["measures"]["train_step"]["stock_samples_ms"]) == 2
+    assert report["neutral_gate_loss_difference"] is not None  # the warmup checked neutral gates = stock loss
+    assert report["v_sinks_per_image"]["lsg"] > 0 and report["v_sinks_per_image"]["dual_mlp"] > 0
     assert report["environment"]["torch"] == torch.__version__ and len(report["environment"]["load_average"]) == 2
+    if family == "qwen2_vl":
+        assert report["config"]["mrope_section"] == [8, 12, 12]  # head dim 64: 32 rotary pairs
+        assert report["slots_per_image"] == [16, 15]  # dynamic resolution: 4 x 4 and 5 x 3 slots (aspect 1, 4:3)

@@ -1,35 +1,56 @@
-"""LSG invariants on the tiny demo LLaVA: neutral at init, key scaling as the formula says, KV cache."""
+"""LSG invariants on the tiny demo LLaVA: neutral at init, key scaling as the formula says, KV cache.
+
+Prompts and training batches come from the data path (``prompt_inputs``: left-padded generation
+prompts in the v1 chat format; ``backbone.encoder()`` + ``collator()``: right-padded training
+batches with labels). No preparation call: the gates read where image slots, V-sinks and the last
+prompt token are from the backbone's slot state, recorded by the same forward.
+"""
 
 import io
 import json
 
 import pytest
 import torch
+from PIL import Image
 from transformers import LlavaForConditionalGeneration
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from sinktrain.backbones.registry import load_backbone
+from sinktrain.data.chat import IGNORE_INDEX, encode
+from sinktrain.data.eval_set import EvalSample
+from sinktrain.data.scenes import demo_samples
+from sinktrain.demo import llava as demo
 from sinktrain.errors import SinkTrainError
+from sinktrain.eval.generate import prompt_inputs
 from sinktrain.lsg.gate import SinkGate
 from sinktrain.lsg.gating import LayerGating
-from sinktrain.demo import llava as demo
 from sinktrain.lsg.keys import L_SINK, ORDINARY, TEXT, V_SINK, key_scale, visual_groups
 from sinktrain.sinks import l_sink_mask
 
+from key_checks import assert_keys_scaled
+
 LAYERS = [1, 2]
+TEMPLATE = "v1"
+QUESTIONS = ("How many circles are there in the image?", "What colour is it?")  # unequal lengths: left padding
+
+
+def question(text: str, answer: str | None = None) -> list[dict]:
+    turns = [{"from": "human", "value": f"<image>\n{text}"}]
+    return turns + ([{"from": "gpt", "value": answer}] if answer is not None else [])
+
+
+def eval_samples(images, texts) -> list[EvalSample]:
+    return [EvalSample(f"s{i}", "other", question(text), "", image) for i, (image, text) in enumerate(zip(images, texts))]
+
+
+def plain_images():
+    return [Image.new("RGB", (64, 64), (255, 255, 255)), Image.new("RGB", (64, 64), (0, 0, 0))]
 
 
 @pytest.fixture(scope="module")
 def prompt(demo_model_dir):
-    backbone = load_backbone(str(demo_model_dir), attn_implementation="eager")
-    from PIL import Image
-
-    images = [Image.new("RGB", (64, 64), (255, 255, 255)), Image.new("RGB", (64, 64), (0, 0, 0))]
-    text = ["USER: <image>\nHow many circles are there? ASSISTANT:", "USER: <image>\nWhat colour is it? ASSISTANT:"]
-    backbone.tokenizer.padding_side = "left"
-    inputs = backbone.processor(text=text, images=images, return_tensors="pt", padding=True)
-    inputs["pixel_values"] = backbone.preprocess_images(images)
-    return inputs
+    """Two left-padded generation prompts (white and black image), as the model's own kwargs."""
+    return prompt_inputs(load_backbone(str(demo_model_dir)), eval_samples(plain_images(), QUESTIONS), TEMPLATE)
 
 
 def gated(demo_model_dir, attn="eager", layers=LAYERS, groups=2):
@@ -41,18 +62,32 @@ def stock_model(demo_model_dir, attn="eager"):
     return LlavaForConditionalGeneration.from_pretrained(str(demo_model_dir), attn_implementation=attn).eval()
 
 
+def last_prompt_index(backbone) -> list[int]:
+    return backbone.slots.state.last_prompt_index.tolist()
+
+
+def test_prompt_is_left_padded_and_holds_the_images(prompt, demo_model_dir):
+    backbone = load_backbone(str(demo_model_dir))
+    mask = prompt["attention_mask"]
+    assert mask[:, -1].all() and not mask[:, 0].all()  # one row is left-padded
+    slots = (prompt["input_ids"] == backbone.image_token_id).sum(1)
+    assert slots.tolist() == [backbone.image_inputs.slots_per_image] * 2 and prompt["pixel_values"].shape[0] == 2
+
+
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 def test_neutral_at_init_logits_and_generate(demo_model_dir, prompt, attn):
     backbone, gating = gated(demo_model_dir, attn)
     stock = stock_model(demo_model_dir, attn)
-    gating.prepare(prompt["input_ids"])
     with torch.no_grad():
         ours = backbone.model(**prompt).logits
         theirs = stock(**prompt).logits
     assert torch.equal(ours, theirs)
-    gating.prepare(prompt["input_ids"])
+    length = prompt["input_ids"].shape[1]
+    assert last_prompt_index(backbone) == [length - 1] * 2  # left-padded prompts end at their last prompt token
+    assert gating.last_ratios[1].eq(0.5).all()
     ours_gen = backbone.model.generate(**prompt, max_new_tokens=6, do_sample=False)
     assert torch.equal(ours_gen, stock.generate(**prompt, max_new_tokens=6, do_sample=False))
+    assert last_prompt_index(backbone) == [length - 1] * 2  # decoding steps keep the prefill's state
 
 
 def test_gate_parameter_count_matches_paper():
@@ -95,36 +130,11 @@ def test_key_scaling_matches_the_formula(demo_model_dir, prompt):
     backbone, gating = gated(demo_model_dir, layers=[2])
     c_sink, c_rest = 0.4, 1.6
     gating.fixed[2] = torch.tensor([c_sink, c_rest])
-    gating.prepare(prompt["input_ids"])
     ours, our_weights = attention_logits(backbone.model, prompt, 2)
     theirs, _ = attention_logits(stock_model(demo_model_dir), prompt, 2)
-    prepared = gating.prepared
-    assert prepared.v_sinks.sum() > 0
-    for row in range(ours.shape[0]):
-        sinks, rest = prepared.v_sinks[row], prepared.visual[row] & ~prepared.v_sinks[row]
-        text = ~prepared.visual[row]
-        assert torch.allclose(ours[row][..., sinks], c_sink * theirs[row][..., sinks], rtol=1e-4, atol=1e-5)
-        assert torch.allclose(ours[row][..., rest], c_rest * theirs[row][..., rest], rtol=1e-4, atol=1e-5)
-        assert torch.allclose(ours[row][..., text], theirs[row][..., text], rtol=1e-5, atol=1e-6)
-    # ...and these logits are what eager attention softmaxes (causal + padding mask)
-    length = ours.shape[-1]
-    allowed = torch.ones(length, length).tril().bool() & prompt["attention_mask"].bool()[:, None, None, :]
-    expected = ours.masked_fill(~allowed, float("-inf")).softmax(-1)
-    real = prompt["attention_mask"].bool()
-    assert torch.allclose(our_weights.transpose(1, 2)[real], expected.transpose(1, 2)[real], atol=1e-5)
-
-
-def test_sdpa_agrees_with_eager_under_gates(demo_model_dir, prompt):
-    outputs = []
-    for attn in ("eager", "sdpa"):
-        backbone, gating = gated(demo_model_dir, attn, layers=[1, 3])
-        gating.fixed.update({1: torch.tensor([0.2, 1.8]), 3: torch.tensor([1.5, 0.5])})
-        gating.prepare(prompt["input_ids"])
-        with torch.no_grad():
-            outputs.append(backbone.model(**prompt).logits)
-    real = prompt["attention_mask"].bool()  # padded query rows are undefined and differ by kernel
-    difference = (outputs[0][real] - outputs[1][real]).abs().max().item()
-    assert difference < 1e-5, difference
+    state = backbone.slots.state
+    assert torch.equal(state.visual, prompt["input_ids"] == backbone.image_token_id)
+    assert_keys_scaled(ours, theirs, our_weights, state, prompt["attention_mask"], c_sink, c_rest)
 
 
 def test_generate_with_cache_equals_full_recompute(demo_model_dir, prompt):
@@ -132,23 +142,33 @@ def test_generate_with_cache_equals_full_recompute(demo_model_dir, prompt):
     with torch.no_grad():
         for gate in gating.gates.values():  # non-neutral learned gates
             torch.nn.init.normal_(gate.out.weight, std=1.0)
-    gating.prepare(prompt["input_ids"])
-    cached = backbone.model.generate(**prompt, max_new_tokens=5, do_sample=False)
-    # greedy decoding by full recompute: every step re-runs the whole sequence without a cache
+    cached = backbone.model.generate(**prompt, max_new_tokens=5, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    prefill = {layer: ratios.clone() for layer, ratios in gating.last_ratios.items()}  # decoding steps run no gate
+    # greedy decoding by full recompute: every step re-runs the whole sequence without a cache;
+    # the generated tokens are labels, so the last prompt token stays the prompt's last one
     ids, mask = prompt["input_ids"], prompt["attention_mask"]
-    for _ in range(5):
-        gating.prepare(ids, torch.full((ids.shape[0],), prompt["input_ids"].shape[1] - 1))
+    length = ids.shape[1]
+    vision = {"pixel_values": prompt["pixel_values"]}
+    for step in range(5):
+        labels = ids.clone()
+        labels[:, :length] = IGNORE_INDEX
         with torch.no_grad():
-            logits = backbone.model(input_ids=ids, attention_mask=mask, pixel_values=prompt["pixel_values"], use_cache=False).logits
+            logits = backbone.model(**backbone.model_inputs(ids, mask, vision), labels=labels, use_cache=False).logits
+        assert last_prompt_index(backbone) == [length - 1] * 2
+        for layer, ratios in prefill.items():  # the gates read the prompt's last token at every step
+            assert torch.allclose(gating.last_ratios[layer], ratios, atol=1e-6), (step, layer)
+        assert torch.allclose(logits[:, -1], cached.logits[step], atol=1e-5), step  # the cache holds the scaled keys
         next_ids = logits[:, -1].argmax(-1, keepdim=True)
         ids, mask = torch.cat([ids, next_ids], 1), torch.cat([mask, torch.ones_like(next_ids)], 1)
-    assert torch.equal(cached, ids)
+    assert torch.equal(cached.sequences, ids)
 
 
 def test_bad_layers_and_groups(demo_model_dir, tmp_path):
     backbone = load_backbone(str(demo_model_dir))
     with pytest.raises(SinkTrainError, match=r"out of range: this LLM has 4 decoder layers \(0..3\)"):
         LayerGating(backbone, [7])
+    with pytest.raises(SinkTrainError, match="--groups 4"):
+        LayerGating(backbone, [1], groups=4)
     profile = json.loads((demo_model_dir / "sink_profile.json").read_text())
     (tmp_path / "no_llm.json").write_text(json.dumps({**profile, "llm_dims": [], "tau_l": None}))
     without_llm_dims = load_backbone(str(demo_model_dir), sink_profile=str(tmp_path / "no_llm.json"))
@@ -156,64 +176,75 @@ def test_bad_layers_and_groups(demo_model_dir, tmp_path):
         LayerGating(without_llm_dims, [1], groups=3)
 
 
+# The planted neuron writes silu(g) * g into the L-sink dims: 200-500 where it fires. In chat
+# prompts one slot of these 40 scenes gets g = 0.2 (writes 0.02): positive, but no L-sink.
+WRITES = 1.0
+
+
 def planted_l_sinks(backbone, inputs):
-    """Ground truth: visual tokens where the planted LLM neuron fired, minus V-sinks."""
+    """Ground truth: where the planted LLM neuron writes into the L-sink dims (every position),
+    read on the input of layer L_SINK_LAYER's down_proj; and the hidden states."""
     captured = {}
-    mlp = backbone.model.model.language_model.layers[demo.L_SINK_LAYER].mlp
-    hook = mlp.gate_proj.register_forward_hook(lambda m, i, o: captured.__setitem__("g", o[..., demo.LLM_NEURON]))
+    mlp = backbone.decoder_layers()[demo.L_SINK_LAYER].mlp
+    hook = mlp.down_proj.register_forward_pre_hook(lambda m, args: captured.__setitem__("w", args[0][..., demo.LLM_NEURON]))
     with torch.no_grad():
         hidden = backbone.model(**inputs, output_hidden_states=True).hidden_states
     hook.remove()
-    return captured["g"] > 0, hidden
+    return captured["w"] > WRITES, hidden
 
 
 def test_three_groups_find_exactly_the_planted_l_sinks(demo_model_dir):
-    from PIL import Image
-
-    from sinktrain.data.scenes import demo_samples
-
     backbone, gating = gated(demo_model_dir, layers=[2, 3], groups=3)
     images = [Image.open(io.BytesIO(png)) for _, png in demo_samples(40, seed=5) if png]
-    ids = torch.tensor([[1] + [backbone.image_token_id] * backbone.num_image_tokens + [5, 6]] * len(images))
-    inputs = {"input_ids": ids, "pixel_values": backbone.preprocess_images(images)}
-    gating.prepare(ids)
+    inputs = prompt_inputs(backbone, eval_samples(images, ["What is it?"] * len(images)), TEMPLATE)
     fired, hidden = planted_l_sinks(backbone, inputs)
-    prepared = gating.prepared
-    truth = fired & prepared.visual & ~prepared.v_sinks
+    state = backbone.slots.state
+    assert state.v_sinks.sum(1).ge(1).all()  # every image has V-sinks
+    truth = fired & state.patch & ~state.v_sinks
     assert truth.sum(1).float().mean() >= 1.0  # the fixture has L-sinks to find
     profile = backbone.sink_profile
     for layer in (2, 3):  # L-sinks exist from layer 2 on, as in LLaMA-2
-        found = l_sink_mask(hidden[layer], prepared.visual, prepared.v_sinks, profile.llm_dims, profile.tau_l)
+        found = l_sink_mask(hidden[layer], state.patch, state.v_sinks, profile.llm_dims, profile.tau_l, profile.llm_rms_norm)
         assert torch.equal(found, truth), layer
-        groups = gating._groups_at(hidden[layer], prepared)
+        groups = gating._groups_at(hidden[layer], state)
         assert torch.equal(groups == L_SINK, truth)
-        assert torch.equal(groups == V_SINK, prepared.v_sinks)
-        assert torch.equal(groups == ORDINARY, prepared.visual & ~truth & ~prepared.v_sinks)
+        assert torch.equal(groups == V_SINK, state.v_sinks)
+        assert torch.equal(groups == ORDINARY, state.patch & ~truth & ~state.v_sinks)
+        assert torch.equal(groups == TEXT, ~state.patch)
+
+
+def training_batch(backbone, image, answers: tuple[str, str]):
+    """A right-padded training batch of the same question with two answers of unequal length."""
+    encoder, collator = backbone.encoder(), backbone.collator()
+    samples = [encoder.encode(question(QUESTIONS[1], answer), [image]) for answer in answers]
+    batch, _ = collator([dict(s, reader=0, index=i, bad=False) for i, s in enumerate(samples)])
+    return batch
 
 
 def test_gating_signal_ignores_padding_on_either_side(demo_model_dir, prompt):
     """The last prompt token's hidden state, hence r, is the same alone, left-padded (generation)
-    and right-padded with an explicit index (training)."""
+    and right-padded with labels (training); the slot state finds that token in each case."""
     backbone, gating = gated(demo_model_dir, layers=[2])
     with torch.no_grad():
         torch.nn.init.normal_(gating.gates["2"].out.weight, std=1.0)
+    image = plain_images()[1]
+    alone_inputs = prompt_inputs(backbone, eval_samples([image], QUESTIONS[1:]), TEMPLATE)  # a single unpadded prompt
+    alone_ids = alone_inputs["input_ids"][0]
     row = int(prompt["attention_mask"].sum(1).argmin())  # the shorter prompt: left-padded in the batch
-    real = prompt["attention_mask"][row].bool()
-    assert not real.all()
-    alone_ids = prompt["input_ids"][row][real].unsqueeze(0)
-    pixels = prompt["pixel_values"][row : row + 1]
+    assert not prompt["attention_mask"][row].all() and torch.equal(prompt["input_ids"][row][prompt["attention_mask"][row].bool()], alone_ids)
 
-    def ratios(input_ids, attention_mask, last=None):
-        gating.prepare(input_ids, last)
+    def ratios(forward, expected_last: list[int]) -> torch.Tensor:
         with torch.no_grad():
-            backbone.model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixels)
-        return gating.last_ratios[2][0]
+            forward()
+        assert last_prompt_index(backbone) == expected_last
+        return gating.last_ratios[2]
 
-    alone = ratios(alone_ids, torch.ones_like(alone_ids))
-    left = ratios(prompt["input_ids"][row : row + 1], prompt["attention_mask"][row : row + 1])
-    pad = torch.full((1, 5), backbone.tokenizer.pad_token_id)
-    right_ids = torch.cat([alone_ids, pad], 1)
-    right_mask = torch.cat([torch.ones_like(alone_ids), torch.zeros_like(pad)], 1)
-    right = ratios(right_ids, right_mask, torch.tensor([alone_ids.shape[1] - 1]))
+    alone = ratios(lambda: backbone.model(**alone_inputs), [len(alone_ids) - 1])[0]
+    left = ratios(lambda: backbone.model(**prompt), [prompt["input_ids"].shape[1] - 1] * 2)[row]
+    batch = training_batch(backbone, image, ("Black, as the whole background is black.", "Black."))
+    example = encode(question(QUESTIONS[1], "Black."), backbone.tokenizer, TEMPLATE, backbone.image_token_id, [backbone.image_inputs.slots_per_image])
+    assert example.last_prompt_index == len(alone_ids) - 1 and example.input_ids[: len(alone_ids)] == alone_ids.tolist()
+    assert not batch.attention_mask[1].all()  # the short answer's row is right-padded
+    right = ratios(lambda: backbone.forward(batch), [len(alone_ids) - 1] * 2)[1]  # the position before the first label
     assert torch.allclose(alone, left, atol=1e-5) and torch.allclose(alone, right, atol=1e-5)
     assert not torch.allclose(alone, torch.tensor([0.5, 0.5]))

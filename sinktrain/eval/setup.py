@@ -4,7 +4,8 @@
     args = parser.parse_args(); backbone = load_eval_backbone(args); samples = load_eval_samples(args)
 
 Defaults are the embedded demo: the tiny LLaVA after its short finetune
-(``sinktrain.demo.ensure_demo_trained_model``) and the held-out demo eval shards.
+(``sinktrain.demo.ensure_demo_trained_model``; ``--model demo:qwen2_vl`` for another family's)
+and the held-out demo eval shards.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from sinktrain.backbones.base import Backbone
 from sinktrain.backbones.registry import load_backbone
 from sinktrain.data.eval_set import EvalSample, read_eval_set
-from sinktrain.data.templates import TEMPLATES
+from sinktrain.data.chat import FORMATS
 from sinktrain.errors import SinkTrainError
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -24,11 +25,13 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 
 def add_eval_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model and eval set")
-    group.add_argument("--model", default=None, help="model directory or hub id; default: the trained demo LLaVA")
+    group.add_argument("--model", default=None, help="model directory or hub id, or demo:FAMILY (a trained tiny demo model); default: demo (LLaVA)")
     group.add_argument("--sink_profile", default=None, help="sink profile JSON; default: the model's own or a built-in one")
     group.add_argument("--data", default=None, help="eval shards with answers and a 'category' per record; default: the demo eval set")
     group.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
-    group.add_argument("--template", choices=sorted(TEMPLATES), default=None, help="default: the backbone's (v1 for LLaVA-1.5)")
+    group.add_argument("--template", choices=sorted(FORMATS), default=None, help="default: the model family's (v1 for LLaVA-1.5, qwen2_vl for Qwen-VL)")
+    group.add_argument("--min_pixels", type=int, default=None, help="Qwen-VL: resize images to at least this many pixels")
+    group.add_argument("--max_pixels", type=int, default=None, help="Qwen-VL: resize images to at most this many pixels")
     group.add_argument("--batch_size", type=int, default=16)
     group.add_argument("--max_new_tokens", type=int, default=8, help="greedy tokens per answer (captions need ~16)")
     group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -42,10 +45,12 @@ def check_eval_flags(args: argparse.Namespace) -> None:
 
 
 def load_eval_backbone(args: argparse.Namespace) -> Backbone:
-    from sinktrain.demo import ensure_demo_trained_model
+    from sinktrain.demo import resolve
 
     check_eval_flags(args)
-    backbone = load_backbone(args.model or str(ensure_demo_trained_model()), args.sink_profile, dtype=eval_dtype(args))
+    backbone = load_backbone(resolve(args.model, trained=True), args.sink_profile, dtype=eval_dtype(args))
+    backbone.check_template(args.template)
+    backbone.set_pixel_limits(args.min_pixels, args.max_pixels)
     return place(backbone, args)
 
 
@@ -66,5 +71,5 @@ def load_eval_samples(args: argparse.Namespace) -> list[EvalSample]:
 
 
 def eval_kwargs(args: argparse.Namespace) -> dict:
-    """The keyword arguments of sinktrain.evaluate.evaluate that these flags set."""
+    """The keyword arguments of sinktrain.eval.evaluate that these flags set."""
     return {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "template": args.template}

@@ -1,0 +1,106 @@
+"""The chat formats of each family: how turns and images render to prompt and target pieces.
+
+* ``v1`` (LLaVA-1.5 instruction tuning, Vicuna v1: LLaVA's ``conv_vicuna_v1``)::
+
+      <s>SYSTEM USER: <image>\\nq1 ASSISTANT: a1</s>USER: q2 ASSISTANT: a2</s>     (<s>: the bos id)
+
+  The one image moves to the front of the first question, as LLaVA's ``preprocess_multimodal``
+  does. The space after ``ASSISTANT:`` belongs to the target, so a generation prompt (which ends
+  with ``ASSISTANT:``) is exactly the training prefix and the model learns to emit that space.
+* ``plain`` (LLaVA-1.5 projector pretraining, ``preprocess_plain``): ``<s><image>caption\\n``; the
+  question is dropped and no ``</s>`` closes the caption.
+* ``qwen2_vl`` (Qwen2-VL and Qwen2.5-VL: ChatML, as their processors' chat template renders it)::
+
+      <|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n<|im_start|>user\\n
+      <|vision_start|><|image_pad|>...<|vision_end|>q1<|im_end|>\\n<|im_start|>assistant\\na1<|im_end|>\\n
+
+  Images stay where their ``<image>`` stands, in any human turn; no bos. Targets: each answer and
+  its ``<|im_end|>``.
+
+Special token strings are literal text here; ``Specials`` resolves them from the tokenizer. A
+format that starts with bos says so (``ChatFormat.bos``) and the engine prepends its id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from sinktrain.data.chat.conversation import IMAGE, Turn
+from sinktrain.data.chat.engine import Piece
+
+VICUNA_V1_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+QWEN_SYSTEM = "You are a helpful assistant."
+
+
+@dataclass(frozen=True)
+class Specials:
+    """The special token strings a format writes, as this tokenizer spells them."""
+
+    image: str  # the image-slot token (LLaVA <image>, Qwen <|image_pad|>)
+    bos: str | None = None
+    eos: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    name: str
+    family: str  # who speaks it, for error messages
+    render: Callable[[list[Turn], Specials, list[int]], list[Piece]]  # turns, specials, slots per image
+    tokens: tuple[str, ...]  # special strings the tokenizer must hold as single tokens ("bos"/"eos" by role)
+    bos: bool = False  # the sequence starts with the tokenizer's bos id
+    single_turn: bool = False  # projector-pretraining formats: one question, one answer
+    requires_image: bool = False
+    max_images: int | None = None  # None: any number
+    images_in_first_turn_only: bool = False
+
+
+def _image_pieces(images: list[str], parts: tuple) -> list[Piece]:
+    """A question's parts as pieces, each IMAGE replaced by the next expanded image string."""
+    pieces = []
+    for part in parts:
+        pieces.append(Piece(images.pop(0), image=True) if part is IMAGE else Piece(part))
+    return pieces
+
+
+def _render_v1(turns: list[Turn], specials: Specials, slots: list[int]) -> list[Piece]:
+    images = [specials.image * n for n in slots]
+    pieces = []
+    for k, turn in enumerate(turns):
+        pieces.append(Piece((VICUNA_V1_SYSTEM + " " if k == 0 else "") + "USER: "))
+        if turn.images:  # LLaVA's preprocess_multimodal: "<image>\n" + the question without it, stripped
+            pieces += [Piece(images.pop(0), image=True), Piece("\n" + turn.text().strip() + " ASSISTANT:")]
+        else:
+            pieces.append(Piece(turn.text() + " ASSISTANT:"))
+        if turn.answer is not None:
+            pieces.append(Piece(" " + turn.answer + specials.eos, target=True))
+    return pieces
+
+
+def _render_plain(turns: list[Turn], specials: Specials, slots: list[int]) -> list[Piece]:
+    pieces = [Piece(specials.image * slots[0], image=True)]
+    if turns[0].answer is not None:
+        pieces.append(Piece(turns[0].answer + "\n", target=True))
+    return pieces
+
+
+def _render_qwen(turns: list[Turn], specials: Specials, slots: list[int]) -> list[Piece]:
+    images = [f"<|vision_start|>{specials.image * n}<|vision_end|>" for n in slots]
+    pieces = [Piece(f"<|im_start|>system\n{QWEN_SYSTEM}<|im_end|>\n")]
+    for turn in turns:
+        pieces.append(Piece("<|im_start|>user\n"))
+        pieces += _image_pieces(images, turn.parts)
+        pieces.append(Piece("<|im_end|>\n<|im_start|>assistant\n"))
+        if turn.answer is not None:
+            pieces += [Piece(turn.answer + "<|im_end|>", target=True), Piece("\n")]
+    return pieces
+
+
+FORMATS: dict[str, ChatFormat] = {
+    "v1": ChatFormat("v1", "LLaVA-1.5", _render_v1, ("bos", "eos"), bos=True, max_images=1, images_in_first_turn_only=True),
+    "plain": ChatFormat("plain", "LLaVA-1.5", _render_plain, ("bos",), bos=True, single_turn=True, requires_image=True, max_images=1),
+    "qwen2_vl": ChatFormat("qwen2_vl", "Qwen2-VL / Qwen2.5-VL", _render_qwen, ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>")),
+}

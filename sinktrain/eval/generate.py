@@ -1,0 +1,90 @@
+"""Exact-match evaluation by greedy generation, overall and per task category (tools/evaluate.py).
+
+    from sinktrain.data.eval_set import read_eval_set
+    from sinktrain.eval import evaluate
+    results = evaluate(backbone, read_eval_set(pattern, limit=100), gating=None, batch_size=16)
+    print(results.table()); json.dump(results.to_dict(), open("results.json", "w"))
+
+Each sample's first question becomes a generation prompt in the backbone's chat format
+(``encode_prompt``: tokenized exactly as in training) with its image through the family's image
+inputs; prompts are batched with LEFT padding, so every row's last prefill token is its last
+prompt token, which is where LSG's gates read ``h_l^last``. Generation is the stock model's
+``generate()``: the same forward path as training, with any method attached by hooks. Image and
+text-only samples go into separate batches (a text-only batch has no image inputs). With gates
+attached, r_sink (the gate's softmax share of the V-sink group, paper Fig. 8) is recorded per
+sample at the prefill of every gated layer.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sinktrain.backbones.base import Backbone
+from sinktrain.data.chat import encode_prompt
+from sinktrain.data.eval_set import EvalSample
+from sinktrain.data.images import concat_vision
+from sinktrain.eval.results import Prediction, Results
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in sequences])
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences])
+    return ids, mask
+
+
+def prompt_inputs(backbone: Backbone, samples: list[EvalSample], template: str) -> dict[str, torch.Tensor]:
+    """Left-padded generation prompts and their images, as the model's own keyword arguments."""
+    prompts, visions = [], []
+    for sample in samples:
+        vision, slots = backbone.image_inputs([sample.image]) if sample.image is not None else ({}, [])
+        prompts.append(encode_prompt(sample.question, backbone.tokenizer, template, backbone.image_token_id, slots))
+        visions.append(vision)
+    ids, mask = left_pad(prompts, backbone.tokenizer.pad_token_id)
+    parameter = next(backbone.model.parameters())
+    vision = {name: value.to(parameter.device, parameter.dtype if value.is_floating_point() else None) for name, value in concat_vision(visions).items()}
+    return backbone.model_inputs(ids.to(parameter.device), mask.to(parameter.device), vision)
+
+
+@torch.no_grad()
+def generate_batch(backbone: Backbone, samples: list[EvalSample], template: str, max_new_tokens: int) -> list[str]:
+    inputs = prompt_inputs(backbone, samples, template)
+    tokenizer = backbone.tokenizer
+    out = backbone.model.generate(
+        **inputs, max_new_tokens=max_new_tokens, do_sample=False,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    return tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def batches(samples: list[EvalSample], batch_size: int) -> list[list[int]]:
+    """Indices of samples, grouped into image-only and text-only batches of at most batch_size."""
+    groups = [[i for i, s in enumerate(samples) if s.image is not None], [i for i, s in enumerate(samples) if s.image is None]]
+    return [group[start:start + batch_size] for group in groups for start in range(0, len(group), batch_size)]
+
+
+def evaluate(
+    backbone: Backbone,
+    samples: list[EvalSample],
+    gating=None,
+    batch_size: int = 16,
+    max_new_tokens: int = 8,
+    template: str | None = None,
+) -> Results:
+    """Greedy answers to every sample's first question, scored by exact match."""
+    template = backbone.check_template(template)
+    texts: list[str | None] = [None] * len(samples)
+    ratios: dict[int, list[float | None]] = {}
+    backbone.model.eval()
+    for indices in batches(samples, batch_size):
+        if gating is not None:
+            gating.last_ratios.clear()  # it holds the last forward's r; only this batch's prefill may count
+        batch_texts = generate_batch(backbone, [samples[i] for i in indices], template, max_new_tokens)
+        for i, text in zip(indices, batch_texts):
+            texts[i] = text
+        for layer, r in (gating.last_ratios.items() if gating is not None else ()):
+            slots = ratios.setdefault(layer, [None] * len(samples))
+            for i, value in zip(indices, r[:, 0].tolist()):  # r[:, 0] is r_sink
+                slots[i] = value
+    predictions = [Prediction(s.key, s.category, s.answer, t) for s, t in zip(samples, texts)]
+    return Results(predictions, ratios)

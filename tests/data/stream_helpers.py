@@ -1,0 +1,63 @@
+"""Shared helpers of the shard stream tests (test_stream_readers.py, test_stream_samples.py): the
+per-sample functions the streams run, and small shards and images to stream."""
+
+import io
+import os
+
+from PIL import Image
+
+from sinktrain.data.shards import write_shards
+from sinktrain.data.stream import BadSample
+
+
+# --- per-sample functions (module level, so DataLoader workers can pickle them) ---------------
+
+
+def key_of(raw):
+    return {"key": raw["__key__"], "pid": os.getpid()}
+
+
+def key_or_bad(raw):
+    """Every shard's fourth sample ('..._3') is a bad sample: exercises the bad counter on resume."""
+    if raw["__key__"].endswith("_3"):
+        raise BadSample("marked bad by the test")
+    return {"key": raw["__key__"]}
+
+
+class Keyed:
+    """The real SampleEncoder, with the sample's key added so tests can tell samples apart."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+
+    def __call__(self, raw):
+        return dict(self.encoder(raw), key=raw["__key__"])
+
+
+def always_bad(raw):
+    raise BadSample("does not fit the template")
+
+
+# --- samples and shards ------------------------------------------------------------------------
+
+
+def chat(question="Hi?", answer="Hello."):
+    return [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+
+
+def write_sized(directory, sizes, prefix="s"):
+    """One shard per size; sample keys are '<prefix><shard>_<j>'. Returns (paths, keys per shard)."""
+    paths, keys = [], []
+    for shard, size in enumerate(sizes):
+        ids = [f"{prefix}{shard}_{j}" for j in range(size)]
+        samples = (({"id": i, "conversations": chat()}, None, None) for i in ids)
+        paths += write_shards(samples, str(directory / f"{prefix}-%06d.tar"), size, start_shard=shard)
+        keys.append(ids)
+    assert len(paths) == len(sizes)
+    return paths, keys
+
+
+def png(size=(40, 24), colour=(200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
