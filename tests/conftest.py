@@ -1,5 +1,4 @@
-"""Shared fixtures: a per-session sinktrain cache, the tiny demo LLaVA, a DeepSpeed launcher; the
-reproducibility test's second demo build, started with the session."""
+"""Shared fixtures: a per-session sinktrain cache, the tiny demo LLaVA, and a DeepSpeed launcher."""
 
 import os
 import socket
@@ -8,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-import demo_rebuild
 import sinktrain.demo
 
 
@@ -55,16 +53,3 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-# The reproducibility test's second demo build runs beside the suite (tests/demo_rebuild.py).
-def pytest_collection_modifyitems(session, config, items):
-    demo_rebuild.move_last(items)
-
-
-def pytest_collection_finish(session):
-    demo_rebuild.start_if_collected(session)
-
-
-def pytest_unconfigure(config):
-    demo_rebuild.close(config)
