@@ -16,7 +16,7 @@ from transformers import LlavaForConditionalGeneration
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from sinktrain.backbones.registry import load_backbone
-from sinktrain.data.chat import IGNORE_INDEX, encode
+from sinktrain.data.chat import encode
 from sinktrain.data.eval_set import EvalSample
 from sinktrain.data.scenes import demo_samples
 from sinktrain.demo import llava as demo
@@ -27,7 +27,7 @@ from sinktrain.lsg.gating import LayerGating
 from sinktrain.lsg.keys import L_SINK, ORDINARY, TEXT, V_SINK, key_scale, visual_groups
 from sinktrain.sinks import l_sink_mask
 
-from key_checks import assert_keys_scaled
+from gate_checks import assert_keys_scaled, cached_generate_equals_recompute, last_prompt_index
 
 LAYERS = [1, 2]
 TEMPLATE = "v1"
@@ -60,10 +60,6 @@ def gated(demo_model_dir, attn="eager", layers=LAYERS, groups=2):
 
 def stock_model(demo_model_dir, attn="eager"):
     return LlavaForConditionalGeneration.from_pretrained(str(demo_model_dir), attn_implementation=attn).eval()
-
-
-def last_prompt_index(backbone) -> list[int]:
-    return backbone.slots.state.last_prompt_index.tolist()
 
 
 def test_prompt_is_left_padded_and_holds_the_images(prompt, demo_model_dir):
@@ -139,28 +135,7 @@ def test_key_scaling_matches_the_formula(demo_model_dir, prompt):
 
 def test_generate_with_cache_equals_full_recompute(demo_model_dir, prompt):
     backbone, gating = gated(demo_model_dir, layers=[1, 2])
-    with torch.no_grad():
-        for gate in gating.gates.values():  # non-neutral learned gates
-            torch.nn.init.normal_(gate.out.weight, std=1.0)
-    cached = backbone.model.generate(**prompt, max_new_tokens=5, do_sample=False, output_logits=True, return_dict_in_generate=True)
-    prefill = {layer: ratios.clone() for layer, ratios in gating.last_ratios.items()}  # decoding steps run no gate
-    # greedy decoding by full recompute: every step re-runs the whole sequence without a cache;
-    # the generated tokens are labels, so the last prompt token stays the prompt's last one
-    ids, mask = prompt["input_ids"], prompt["attention_mask"]
-    length = ids.shape[1]
-    vision = {"pixel_values": prompt["pixel_values"]}
-    for step in range(5):
-        labels = ids.clone()
-        labels[:, :length] = IGNORE_INDEX
-        with torch.no_grad():
-            logits = backbone.model(**backbone.model_inputs(ids, mask, vision), labels=labels, use_cache=False).logits
-        assert last_prompt_index(backbone) == [length - 1] * 2
-        for layer, ratios in prefill.items():  # the gates read the prompt's last token at every step
-            assert torch.allclose(gating.last_ratios[layer], ratios, atol=1e-6), (step, layer)
-        assert torch.allclose(logits[:, -1], cached.logits[step], atol=1e-5), step  # the cache holds the scaled keys
-        next_ids = logits[:, -1].argmax(-1, keepdim=True)
-        ids, mask = torch.cat([ids, next_ids], 1), torch.cat([mask, torch.ones_like(next_ids)], 1)
-    assert torch.equal(cached.sequences, ids)
+    cached_generate_equals_recompute(backbone, gating, prompt, {"pixel_values": prompt["pixel_values"]})
 
 
 def test_bad_layers_and_groups(demo_model_dir, tmp_path):

@@ -26,7 +26,7 @@ from sinktrain.lsg.gating import LayerGating
 from sinktrain.lsg.keys import L_SINK, ORDINARY, TEXT, V_SINK
 from sinktrain.sinks import l_sink_mask
 
-from key_checks import assert_keys_scaled
+from gate_checks import assert_keys_scaled, cached_generate_equals_recompute, last_prompt_index
 
 TEMPLATE = "qwen2_vl"
 QUESTIONS = ("How many objects are in the image?", "What colour are the objects?", "Is it small?")  # unequal lengths
@@ -64,28 +64,6 @@ def gated(model_dir, attn="eager", layers=(1, 2), groups=2):
 
 def stock_model(backbone, model_dir, attn="eager"):
     return type(backbone.model).from_pretrained(str(model_dir), attn_implementation=attn, dtype=torch.float32).eval()
-
-
-def last_prompt_index(backbone) -> list[int]:
-    return backbone.slots.state.last_prompt_index.tolist()
-
-
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_neutral_gates_reproduce_stock_logits_and_generate(model_dir, prompt, attn):
-    backbone, gating = gated(model_dir, attn)
-    stock = stock_model(backbone, model_dir, attn)
-    assert not prompt["attention_mask"][:, 0].all() and prompt["attention_mask"][:, -1].all()  # left-padded
-    with torch.no_grad():
-        ours = backbone.model(**prompt).logits
-        theirs = stock(**prompt).logits
-    assert torch.equal(ours, theirs)
-    state, length = backbone.slots.state, prompt["input_ids"].shape[1]
-    assert last_prompt_index(backbone) == [length - 1] * 3 and gating.last_ratios[2].eq(0.5).all()
-    assert torch.equal(state.visual, prompt["input_ids"] == backbone.image_token_id)
-    assert state.v_sinks.sum(1).tolist() == [1, 0, 1]  # the watermark's slot, where it fills whole patches
-    generate = dict(max_new_tokens=6, do_sample=False, pad_token_id=backbone.tokenizer.pad_token_id)
-    assert torch.equal(backbone.model.generate(**prompt, **generate), stock.generate(**prompt, **generate))
-    assert last_prompt_index(backbone) == [length - 1] * 3  # decoding steps keep the prefill's state
 
 
 def attention_logits(model, inputs, layer):
@@ -128,33 +106,10 @@ def test_key_scaling_matches_the_formula_under_mrope(model_dir, prompt):
 
 def test_generate_with_cache_equals_full_recompute(model_dir, prompt):
     backbone, gating = gated(model_dir, layers=[1, 2])
-    with torch.no_grad():
-        for gate in gating.gates.values():  # non-neutral learned gates
-            torch.nn.init.normal_(gate.out.weight, std=1.0)
-    steps = 5
-    cached = backbone.model.generate(
-        **prompt, max_new_tokens=steps, do_sample=False, pad_token_id=backbone.tokenizer.pad_token_id,
-        output_logits=True, return_dict_in_generate=True,
+    generated = cached_generate_equals_recompute(
+        backbone, gating, prompt, {name: prompt[name] for name in VISION}, pad_token_id=backbone.tokenizer.pad_token_id
     )
-    prefill = {layer: ratios.clone() for layer, ratios in gating.last_ratios.items()}  # decoding steps run no gate
-    # greedy decoding by full recompute: every step re-runs the whole sequence (M-RoPE positions
-    # recomputed by the model) without a cache; the generated tokens are labels, so the last
-    # prompt token stays the prompt's last one
-    ids, mask = prompt["input_ids"], prompt["attention_mask"]
-    length, vision = ids.shape[1], {name: prompt[name] for name in VISION}
-    for step in range(steps):
-        labels = ids.clone()
-        labels[:, :length] = IGNORE_INDEX
-        with torch.no_grad():
-            logits = backbone.model(**backbone.model_inputs(ids, mask, vision), labels=labels, use_cache=False).logits
-        assert last_prompt_index(backbone) == [length - 1] * 3
-        for layer, ratios in prefill.items():  # the gates read the prompt's last token at every step
-            assert torch.allclose(gating.last_ratios[layer], ratios, atol=1e-6), (step, layer)
-        assert torch.allclose(logits[:, -1], cached.logits[step], atol=1e-5), step  # the cache holds the scaled keys
-        next_ids = logits[:, -1].argmax(-1, keepdim=True)
-        ids, mask = torch.cat([ids, next_ids], 1), torch.cat([mask, torch.ones_like(next_ids)], 1)
-    assert not (ids[:, length:] == backbone.tokenizer.eos_token_id).any()  # no row finished early
-    assert torch.equal(cached.sequences, ids)
+    assert not (generated == backbone.tokenizer.eos_token_id).any()  # no row finished early
 
 
 def watermark_slot(image: Image.Image, grid_thw: torch.Tensor) -> int:
