@@ -1,4 +1,5 @@
-"""Shared fixtures: a per-session sinktrain cache, the tiny demo LLaVA, and a DeepSpeed launcher."""
+"""Shared fixtures: a per-session sinktrain cache, the tiny demo LLaVA, a DeepSpeed launcher, and a
+check that no test leaves DeepSpeed shared memory behind."""
 
 import os
 import socket
@@ -13,6 +14,20 @@ import sinktrain.demo
 @pytest.fixture(scope="session", autouse=True)
 def _sinktrain_cache(tmp_path_factory):
     os.environ["SINKTRAIN_CACHE"] = str(tmp_path_factory.mktemp("sinktrain-cache"))
+
+
+def allreduce_segments() -> set[str]:
+    return {path.name for path in Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")}
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_shared_memory():
+    """Every DeepSpeed process a test starts frees its /dev/shm all-reduce segment (they are RAM;
+    leaked ones piled up to 20 GB and stalled a machine): sinktrain.train.distributed."""
+    before = allreduce_segments()
+    yield
+    leaked = allreduce_segments() - before
+    assert not leaked, f"DeepSpeed shared memory left in /dev/shm: {sorted(leaked)}"
 
 
 @pytest.fixture(scope="session")

@@ -124,14 +124,9 @@ def distributed() -> tuple[int, int]:
     """Rank and world size; a process group only when a launcher (deepspeed, torchrun) started us."""
     if "RANK" not in os.environ and "OMPI_COMM_WORLD_RANK" not in os.environ:
         return 0, 1
-    import deepspeed
-    import torch.distributed as dist
+    from sinktrain.train.distributed import init_distributed
 
-    from sinktrain.train.run import single_process_env
-
-    single_process_env()
-    deepspeed.init_distributed()
-    return dist.get_rank(), dist.get_world_size()
+    return init_distributed()
 
 
 def pick_device(args: argparse.Namespace) -> torch.device:

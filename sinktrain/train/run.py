@@ -12,12 +12,10 @@ import json
 import logging
 import math
 import os
-import socket
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import deepspeed
 import torch
 import torch.distributed as dist
 
@@ -27,6 +25,7 @@ from sinktrain.data.stream import check_enough_shards, expand_shards
 from sinktrain.errors import SinkTrainError
 from sinktrain.log import setup_logging
 from sinktrain.train import checkpoint
+from sinktrain.train.distributed import init_distributed
 from sinktrain.train.ds_config import RunSettings, load_ds_config, resolve_ds_config, settings_from_config, zero_stage
 
 logger = logging.getLogger("sinktrain")
@@ -127,16 +126,6 @@ def enable_zero3_loading(config: dict, keep_alive: list) -> None:
         keep_alive.append(HfDeepSpeedConfig(config))
 
 
-def single_process_env() -> None:
-    """Let ``python recipes/x.py`` run as one rank without a launcher (laptop, debugger)."""
-    if "RANK" in os.environ or "OMPI_COMM_WORLD_RANK" in os.environ:
-        return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-
-
 def check_resumable(resume_from: tuple[Path, str], world_size: int) -> None:
     root, tag = resume_from
     saved = checkpoint.read_state(root, tag)["world_size"]
@@ -159,9 +148,7 @@ def check_model_choices(args, model: str):
 
 def setup_run(args, recipe: str, trained_demo: bool = False) -> Run:
     """``trained_demo``: a demo --model (or none) means the family's trained demo variant (LSG)."""
-    single_process_env()
-    deepspeed.init_distributed()
-    rank, world_size = dist.get_rank(), dist.get_world_size()
+    rank, world_size = init_distributed()
     setup_logging(rank)
     model = on_main_first(lambda: demo.resolve(args.model, trained=trained_demo))
     data = args.data or on_main_first(demo.demo_data_pattern)
