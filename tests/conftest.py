@@ -16,14 +16,15 @@ def _sinktrain_cache(tmp_path_factory):
     os.environ["SINKTRAIN_CACHE"] = str(tmp_path_factory.mktemp("sinktrain-cache"))
 
 
-def allreduce_segments() -> set[str]:
-    return {path.name for path in Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")}
+def allreduce_segments(port: str = "*") -> set[str]:
+    return {path.name for path in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*")}
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def no_leaked_shared_memory():
-    """Every DeepSpeed process a test starts frees its /dev/shm all-reduce segment (they are RAM;
-    leaked ones piled up to 20 GB and stalled a machine): sinktrain.train.distributed."""
+    """No DeepSpeed process a test starts leaves its /dev/shm all-reduce segment behind (they are
+    RAM; leaked ones piled up to 20 GB and stalled a machine): sinktrain.train.distributed.
+    ``deepspeed_launch`` checks each launch; this catches the single-process runs."""
     before = allreduce_segments()
     yield
     leaked = allreduce_segments() - before
@@ -49,10 +50,12 @@ def deepspeed_launch():
     """``deepspeed_launch(script, *flags)``: 2 CPU ranks on a free port; returns stdout, asserts success."""
 
     def launch(script, *flags, timeout=900):
-        command = ["deepspeed", "--num_gpus", "2", "--master_port", free_port(), str(ROOT / script), *flags]
+        port = free_port()
+        command = ["deepspeed", "--num_gpus", "2", "--master_port", port, str(ROOT / script), *flags]
         env = dict(os.environ, PYTHONFAULTHANDLER="1")  # a rank that aborts prints every thread's stack
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+        assert not allreduce_segments(port), f"the run left DeepSpeed shared memory in /dev/shm: {allreduce_segments(port)}"
         return done.stdout
 
     return launch
