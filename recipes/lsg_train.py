@@ -42,7 +42,7 @@ def parse_args(argv=None):
     lsg.add_argument("--groups", type=int, default=2, help="2: V-sinks vs other visual tokens; 3: V-sinks / L-sinks / ordinary")
     # On the demo the gates must find the trained model's sink-reading layer (sinktrain.demo.trained)
     # in a few dozen steps; a larger rate makes r_sink swing from batch to batch instead of settling.
-    args = parse(parser, argv, demo_overrides={"lr": 1e-3})
+    args = parse(parser, argv, demo_overrides={"lr": 5e-3})
     args.layers = layer_list(args.layers) if args.layers else (DEMO_LAYERS if args.demo else PAPER_LAYERS)
     return args
 

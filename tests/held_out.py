@@ -1,6 +1,8 @@
-"""The held-out demo loss the LSG recipe tests compare stock and gated models on."""
+"""What the LSG recipe tests read back: the held-out demo loss they compare stock and gated
+models on, and the gates' r_sink at the first step."""
 
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sinktrain.data.encode import decode_image
 from sinktrain.data.scenes import demo_samples
@@ -21,3 +23,13 @@ def held_out_loss(backbone, gating=None) -> tuple[float, dict]:
         loss = backbone.forward(batch).loss.item()
     ratios = {layer: r[:, 0].mean().item() for layer, r in gating.last_ratios.items()} if gating else {}
     return loss, ratios
+
+
+def check_gates_started_neutral(output_dir, layers) -> None:
+    """At step 1 every gate gives r_sink exactly 1/2 on every sample (a uniform softmax: the
+    gated model starts as the stock one), also under ZeRO-3, where the gates are born partitioned."""
+    events = EventAccumulator(str(output_dir / "tensorboard" / "sinktrain"), size_guidance={"histograms": 0})
+    events.Reload()
+    for layer in layers:
+        first = events.Histograms(f"lsg/r_sink/layer_{layer}")[0]
+        assert first.step == 1 and first.histogram_value.min == first.histogram_value.max == 0.5, (layer, first)

@@ -4,7 +4,8 @@ The same demo shards as LLaVA's, in Qwen's chat format and dynamic-resolution im
 DIYSink finetuning from the random tiny model (its loss falls), LSG on the family's trained demo
 model (its gates find the sink-reading layer and lower the held-out loss, as on LLaVA:
 tests/test_lsg_recipe.py). Each run
-is partitioned at load, writes TensorBoard, and continues with --resume auto.
+is partitioned at load and writes TensorBoard; each recipe and each family continues once with
+--resume auto.
 """
 
 import json
@@ -17,11 +18,14 @@ from sinktrain.backbones.registry import load_backbone
 from sinktrain.demo.trained import SINK_READING_LAYER
 from sinktrain.lsg.gate_file import gating_from_checkpoint
 
-from held_out import held_out_loss
+from held_out import check_gates_started_neutral, held_out_loss
 
 pytestmark = pytest.mark.multiprocess
 FAMILIES = ["qwen2_vl", "qwen2_5_vl"]
 DIYSINK_STEPS, LSG_STEPS = 30, 30
+# Resuming is family-independent code (the LLaVA tests resume both recipes too): each recipe
+# resumes on one Qwen family and each family resumes once, which saves two launches.
+RESUMES = {"diysink_finetune": "qwen2_vl", "lsg_train": "qwen2_5_vl"}
 
 
 def scalars(output_dir, tag: str) -> dict[int, float]:
@@ -35,6 +39,11 @@ def check_zero3(output_dir) -> None:
     assert len(ranks) == 2 and ranks[0]["micro_batches"] == ranks[1]["micro_batches"]
     for info in ranks:
         assert info["zero_at_load"]["partitioned"] == info["zero"]["partitioned"] == info["zero"]["parameters"]
+
+
+def check_resume(recipe: str, flags: list[str], steps: int, deepspeed_launch) -> None:
+    log = deepspeed_launch(f"recipes/{recipe}.py", *flags, "--resume", "auto", "--max_steps", str(steps + 2))
+    assert f"at step {steps}" in log and f"step {steps + 1}/{steps + 2}" in log
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -53,8 +62,8 @@ def test_diysink_finetune_learns_and_resumes(name, tmp_path, deepspeed_launch):
     assert last < 0.7 * first, (first, last)
     assert "sinks_per_image" in log
     check_zero3(tmp_path)
-    log = deepspeed_launch("recipes/diysink_finetune.py", *flags, "--resume", "auto", "--max_steps", str(DIYSINK_STEPS + 2))
-    assert f"at step {DIYSINK_STEPS}" in log and f"step {DIYSINK_STEPS + 1}/{DIYSINK_STEPS + 2}" in log
+    if name == RESUMES["diysink_finetune"]:
+        check_resume("diysink_finetune", flags, DIYSINK_STEPS, deepspeed_launch)
 
 
 def test_lsg_finds_the_sink_reading_layer_and_resumes(name, tmp_path, deepspeed_launch, one_thread):
@@ -62,17 +71,18 @@ def test_lsg_finds_the_sink_reading_layer_and_resumes(name, tmp_path, deepspeed_
     deepspeed_launch("recipes/lsg_train.py", *flags, "--max_steps", str(LSG_STEPS))
     check_zero3(tmp_path)
     assert len(EventAccumulator(str(tmp_path / "tensorboard" / "sinktrain"), size_guidance={"histograms": 0}).Reload().Histograms("lsg/r_sink/layer_2")) == LSG_STEPS
+    check_gates_started_neutral(tmp_path, [1, 2, 3])
     backbone = load_backbone(str(demo.ensure_demo_trained_model(name)))
     stock, _ = held_out_loss(backbone)
     gated, r_sink = held_out_loss(backbone, gating_from_checkpoint(backbone, tmp_path / "gates"))
-    # Measured with this recipe (2 ranks, 30 steps) for --seed 0 and 1 on the bitwise-reproducible
-    # trained demo models: Qwen2-VL stock 0.4256, gated 0.4226 / 0.4225 (a drop of 0.0030-0.0031,
-    # near the oracle's best, 0.0045 at fixed (2, 0)); r_sink at layer 2 0.716-0.761, at layers 1
-    # and 3 0.40-0.56. Qwen2.5-VL stock 0.4415, gated 0.4188 / 0.4150 (0.023-0.027); r_sink at
-    # layer 2 0.72-0.78, elsewhere 0.27-0.46. The loss threshold is half the smallest measured drop
-    # (the seeds move it by 0.0001); the r_sink margin half the smallest measured one.
+    # Measured with this recipe (2 ranks, 30 steps, demo lr 5e-3; a run is bitwise repeatable, so
+    # the spread is over --seed 0 and 1) on the bitwise-reproducible trained demo models: Qwen2-VL
+    # stock 0.4256, gated 0.4212 / 0.4211 (a drop of 0.0043-0.0045, the oracle's best fixed
+    # coefficients gain 0.0045), r_sink at layer 2 0.85-0.92, at layers 1 and 3 0.44-0.52;
+    # Qwen2.5-VL stock 0.4415, gated 0.4160 / 0.4130 (0.025-0.029), r_sink at layer 2 0.96-0.97,
+    # elsewhere 0.29-0.42. Both thresholds are half the smallest measured value.
     others = [ratio for layer, ratio in r_sink.items() if layer != SINK_READING_LAYER]
-    assert stock - gated > 0.0015, (stock, gated)
-    assert r_sink[SINK_READING_LAYER] - max(others) > 0.075, r_sink
-    log = deepspeed_launch("recipes/lsg_train.py", *flags, "--resume", "auto", "--max_steps", str(LSG_STEPS + 2))
-    assert f"at step {LSG_STEPS}" in log and f"step {LSG_STEPS + 1}/{LSG_STEPS + 2}" in log
+    assert stock - gated > 0.0021, (stock, gated)
+    assert r_sink[SINK_READING_LAYER] - max(others) > 0.16, r_sink
+    if name == RESUMES["lsg_train"]:
+        check_resume("lsg_train", flags, LSG_STEPS, deepspeed_launch)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sinktrain.train.zero import gathered
+
 GATE_HIDDEN = 64
 
 
@@ -22,8 +24,15 @@ class SinkGate(nn.Module):
         self.up = nn.Linear(hidden_size, gate_hidden)
         self.act = nn.GELU()
         self.out = nn.Linear(gate_hidden, groups)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.make_neutral()
+
+    def make_neutral(self) -> None:
+        """Zero the last Linear: a uniform softmax, every coefficient exactly 1. Under ZeRO-3's
+        ``zero.Init`` the Linear is already partitioned here (its local data is empty), so a plain
+        ``zeros_`` would do nothing and the gate would start random: edit it gathered."""
+        with gathered(self.out.parameters(), modifier_rank=0):
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def ratios(self, last_hidden: torch.Tensor) -> torch.Tensor:
         """(B, d) -> (B, G) softmax ratios r; r[:, 0] is r_sink."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from transformers import set_seed
 
 from sinktrain import demo
 from sinktrain.backbones.registry import backbone_class, load_backbone, load_config, resolve_profile
@@ -149,6 +150,7 @@ def check_model_choices(args, model: str):
 def setup_run(args, recipe: str, trained_demo: bool = False) -> Run:
     """``trained_demo``: a demo --model (or none) means the family's trained demo variant (LSG)."""
     rank, world_size = init_distributed()
+    set_seed(args.seed)  # new modules (gates, DualMLP) start the same on every rank and in every run
     setup_logging(rank)
     model = on_main_first(lambda: demo.resolve(args.model, trained=trained_demo))
     data = args.data or on_main_first(demo.demo_data_pattern)
