@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 
 def setup_logging(rank: int | None = None) -> logging.Logger:
@@ -18,3 +19,13 @@ def setup_logging(rank: int | None = None) -> logging.Logger:
     logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     logger.propagate = False
     return logger
+
+
+def quiet_third_party() -> None:
+    """Keep the console to sinktrain's own lines and real problems: DeepSpeed calls collectives that
+    torch marks deprecated (a FutureWarning per call site on every rank), and transformers draws a
+    progress bar for every model it loads."""
+    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()

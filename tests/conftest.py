@@ -10,6 +10,8 @@ import pytest
 
 import sinktrain.demo
 
+from console import check_quiet
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _sinktrain_cache(tmp_path_factory):
@@ -55,6 +57,7 @@ def deepspeed_launch():
         env = dict(os.environ, PYTHONFAULTHANDLER="1")  # a rank that aborts prints every thread's stack
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+        check_quiet(done.stdout + done.stderr)
         assert not allreduce_segments(port), f"the run left DeepSpeed shared memory in /dev/shm: {allreduce_segments(port)}"
         return done.stdout
 

@@ -17,6 +17,8 @@ from sinktrain.eval import normalise
 from sinktrain.lsg.gate_file import META, gate_state, meta_for, save_gates
 from sinktrain.lsg.scoped import scoped_gating
 
+from console import check_quiet
+
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_SAMPLES, TEXT_SAMPLES = 20, 4
 ATTENTION_GAIN = 5.0  # q and k weights x5: attention logits x25
@@ -36,7 +38,9 @@ def run_tool(name: str, *flags: str) -> subprocess.CompletedProcess:
 
 def ok(done: subprocess.CompletedProcess) -> str:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    check_quiet(done.stdout + done.stderr)
     return done.stdout
+
 
 
 def answers(results) -> list[str]:
