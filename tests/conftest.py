@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import sinktrain.demo
+from sinktrain.train.distributed import SHM_DIR, SHM_PREFIX
 
 from console import check_quiet
 
@@ -19,7 +20,7 @@ def _sinktrain_cache(tmp_path_factory):
 
 
 def allreduce_segments(port: str = "*") -> set[str]:
-    return {path.name for path in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*")}
+    return {path.name for path in SHM_DIR.glob(f"{SHM_PREFIX}_*_{port}_*")}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -58,7 +59,8 @@ def deepspeed_launch():
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
         check_quiet(done.stdout + done.stderr)
-        assert not allreduce_segments(port), f"the run left DeepSpeed shared memory in /dev/shm: {allreduce_segments(port)}"
+        leaked = allreduce_segments(port)
+        assert not leaked, f"the run left DeepSpeed shared memory in /dev/shm: {sorted(leaked)}"
         return done.stdout
 
     return launch

@@ -25,11 +25,14 @@ def held_out_loss(backbone, gating=None) -> tuple[float, dict]:
     return loss, ratios
 
 
-def check_gates_started_neutral(output_dir, layers) -> None:
+def r_sink_events(output_dir) -> EventAccumulator:
+    """A run's TensorBoard events with every r_sink histogram kept."""
+    return EventAccumulator(str(output_dir / "tensorboard" / "sinktrain"), size_guidance={"histograms": 0}).Reload()
+
+
+def check_gates_started_neutral(events: EventAccumulator, layers) -> None:
     """At step 1 every gate gives r_sink exactly 1/2 on every sample (a uniform softmax: the
     gated model starts as the stock one), also under ZeRO-3, where the gates are born partitioned."""
-    events = EventAccumulator(str(output_dir / "tensorboard" / "sinktrain"), size_guidance={"histograms": 0})
-    events.Reload()
     for layer in layers:
         first = events.Histograms(f"lsg/r_sink/layer_{layer}")[0]
         assert first.step == 1 and first.histogram_value.min == first.histogram_value.max == 0.5, (layer, first)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import LlavaForConditionalGeneration
 
 from sinktrain import demo
@@ -19,7 +18,7 @@ from sinktrain.backbones.registry import load_backbone
 from sinktrain.demo.trained import SINK_READING_LAYER
 from sinktrain.lsg.gate_file import gating_from_checkpoint, read_gates
 
-from held_out import check_gates_started_neutral, held_out_loss
+from held_out import check_gates_started_neutral, held_out_loss, r_sink_events
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "lsg_train.py"
@@ -53,10 +52,9 @@ def test_backbone_bitwise_unchanged_and_gates_trained(lsg_run):
 
 def test_r_sink_histograms_and_checkpointed_gates(lsg_run):
     output_dir, log = lsg_run
-    events = EventAccumulator(str(output_dir / "tensorboard" / "sinktrain"), size_guidance={"histograms": 0})
-    events.Reload()
+    events = r_sink_events(output_dir)
     assert len(events.Histograms("lsg/r_sink/layer_2")) == STEPS
-    check_gates_started_neutral(output_dir, [1, 2, 3])
+    check_gates_started_neutral(events, [1, 2, 3])
     assert (output_dir / "checkpoints" / "step_000020" / "gates" / "gates.safetensors").is_file()
     assert "layer_1" in log and "samples/s" in log
 

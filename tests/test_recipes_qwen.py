@@ -18,7 +18,7 @@ from sinktrain.backbones.registry import load_backbone
 from sinktrain.demo.trained import SINK_READING_LAYER
 from sinktrain.lsg.gate_file import gating_from_checkpoint
 
-from held_out import check_gates_started_neutral, held_out_loss
+from held_out import check_gates_started_neutral, held_out_loss, r_sink_events
 
 pytestmark = pytest.mark.multiprocess
 FAMILIES = ["qwen2_vl", "qwen2_5_vl"]
@@ -70,8 +70,9 @@ def test_lsg_finds_the_sink_reading_layer_and_resumes(name, tmp_path, deepspeed_
     flags = ["--ds_config", "ds_configs/zero3.json", "--model", f"demo:{name}", "--output_dir", str(tmp_path), "--save_every", "15"]
     deepspeed_launch("recipes/lsg_train.py", *flags, "--max_steps", str(LSG_STEPS))
     check_zero3(tmp_path)
-    assert len(EventAccumulator(str(tmp_path / "tensorboard" / "sinktrain"), size_guidance={"histograms": 0}).Reload().Histograms("lsg/r_sink/layer_2")) == LSG_STEPS
-    check_gates_started_neutral(tmp_path, [1, 2, 3])
+    events = r_sink_events(tmp_path)
+    assert len(events.Histograms("lsg/r_sink/layer_2")) == LSG_STEPS
+    check_gates_started_neutral(events, [1, 2, 3])
     backbone = load_backbone(str(demo.ensure_demo_trained_model(name)))
     stock, _ = held_out_loss(backbone)
     gated, r_sink = held_out_loss(backbone, gating_from_checkpoint(backbone, tmp_path / "gates"))

@@ -42,7 +42,6 @@ def ok(done: subprocess.CompletedProcess) -> str:
     return done.stdout
 
 
-
 def answers(results) -> list[str]:
     return [p.prediction for p in results.predictions]
 
