@@ -16,6 +16,17 @@
 
   Images stay where their ``<image>`` stands, in any human turn; no bos. Targets: each answer and
   its ``<|im_end|>``.
+* ``onevision`` (LLaVA-OneVision: the same ChatML, as its HF chat template and LLaVA-NeXT's
+  ``conv_qwen_1_5`` render it)::
+
+      <|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n<|im_start|>user\\n
+      <image>...\\nq1<|im_end|>\\n<|im_start|>assistant\\na1<|im_end|>\\n
+
+  A turn's one image moves to the front of its question, followed by "\\n" (LLaVA-NeXT's
+  ``preprocess_multimodal``); several images in a turn stay where their ``<image>`` stands, in the
+  question as written (LLaVA-NeXT trains them interleaved). Images in any human turn; no bos, no
+  vision_start/end wrappers. Targets as in ``qwen2_vl``. The HF template writes no system turn;
+  this one is ``conv_qwen_1_5``'s and the HF converter's reference prompt's.
 
 Special token strings are literal text here; ``Specials`` resolves them from the tokenizer. A
 format that starts with bos says so (``ChatFormat.bos``) and the engine prepends its id.
@@ -26,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from sinktrain.data.chat.conversation import IMAGE, Turn
+from sinktrain.data.chat.conversation import IMAGE, IMAGE_PLACEHOLDER, Turn
 from sinktrain.data.chat.engine import Piece
 
 VICUNA_V1_SYSTEM = (
@@ -87,20 +98,40 @@ def _render_plain(turns: list[Turn], specials: Specials, slots: list[int]) -> li
     return pieces
 
 
-def _render_qwen(turns: list[Turn], specials: Specials, slots: list[int]) -> list[Piece]:
-    images = [f"<|vision_start|>{specials.image * n}<|vision_end|>" for n in slots]
+def _chatml(turns: list[Turn], question: Callable[[Turn], list[Piece]]) -> list[Piece]:
+    """Qwen2's ChatML with its default system turn; ``question`` renders a turn's text and images."""
     pieces = [Piece(f"<|im_start|>system\n{QWEN_SYSTEM}<|im_end|>\n")]
     for turn in turns:
-        pieces.append(Piece("<|im_start|>user\n"))
-        pieces += _image_pieces(images, turn.parts)
-        pieces.append(Piece("<|im_end|>\n<|im_start|>assistant\n"))
+        pieces += [Piece("<|im_start|>user\n"), *question(turn), Piece("<|im_end|>\n<|im_start|>assistant\n")]
         if turn.answer is not None:
             pieces += [Piece(turn.answer + "<|im_end|>", target=True), Piece("\n")]
     return pieces
+
+
+def _render_qwen(turns: list[Turn], specials: Specials, slots: list[int]) -> list[Piece]:
+    images = [f"<|vision_start|>{specials.image * n}<|vision_end|>" for n in slots]
+    return _chatml(turns, lambda turn: _image_pieces(images, turn.parts))
+
+
+def _onevision_question(images: list[str], turn: Turn) -> list[Piece]:
+    # The "\n" after an image is text, so an image span holds only image tokens.
+    if turn.images == 1:  # LLaVA-NeXT preprocess_multimodal: "<image>\n" + the question without it, stripped
+        return [Piece(images.pop(0), image=True), Piece("\n" + turn.text().strip())]
+    chunks = turn.question.split(IMAGE_PLACEHOLDER)  # as written: LLaVA-NeXT trains several images interleaved
+    pieces = [Piece(chunks[0])]
+    for chunk in chunks[1:]:
+        pieces += [Piece(images.pop(0), image=True), Piece(chunk)]
+    return pieces
+
+
+def _render_onevision(turns: list[Turn], specials: Specials, slots: list[int]) -> list[Piece]:
+    images = [specials.image * n for n in slots]
+    return _chatml(turns, lambda turn: _onevision_question(images, turn))
 
 
 FORMATS: dict[str, ChatFormat] = {
     "v1": ChatFormat("v1", "LLaVA-1.5", _render_v1, ("bos", "eos"), bos=True, max_images=1, images_in_first_turn_only=True),
     "plain": ChatFormat("plain", "LLaVA-1.5", _render_plain, ("bos",), bos=True, single_turn=True, requires_image=True, max_images=1),
     "qwen2_vl": ChatFormat("qwen2_vl", "Qwen2-VL / Qwen2.5-VL", _render_qwen, ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>")),
+    "onevision": ChatFormat("onevision", "LLaVA-OneVision", _render_onevision, ("<|im_start|>", "<|im_end|>")),
 }
