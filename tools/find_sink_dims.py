@@ -17,8 +17,11 @@ vision tower is read at the layer feeding the connector (per patch, and per LLM 
 connector merges patches), the LLM on every token (massive dims show first at the first token and
 at delimiters; the summary says where each dim shows). tau_V / tau_L sit in the widest empty gap
 of the primary dim's log-magnitude histogram, tau_L on visual tokens that are not V-sinks (LLM
-values after weightless RMSNorm unless --no_rms_norm; the LLM's primary dim is the chosen one
-largest there, so a dim massive only at the first token does not hide the L-sinks). Writes the
+values read as --l_sink_values says: after weightless RMSNorm, VAR's rule, or raw, the LSG paper's
+on LLaVA-OneVision; by default the model family's; the LLM's primary dim is the chosen one largest
+there, so a dim massive only at the first token does not hide the L-sinks). A tenfold jump in
+L-sinks from one layer to the next is warned about and marked in the plot: likely the threshold
+firing on ordinary tokens as the residual norm grows (the LSG paper's L19+ artefact). Writes the
 profile (JSON), PNG plots beside it (--plot_dir) and prints a summary table. When no channel qualifies it says "no sink
 dimension found", lists the best candidates, and exits 2 without writing a profile.
 """
@@ -36,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 
 from sinktrain import demo  # noqa: E402
-from sinktrain.backbones.profiles import save_profile  # noqa: E402
+from sinktrain.backbones.profiles import check_l_sink_reach, save_profile  # noqa: E402
 from sinktrain.data.stream import expand_shards  # noqa: E402
 from sinktrain.data.chat import FORMATS  # noqa: E402
 from sinktrain.errors import SinkTrainError  # noqa: E402
@@ -47,7 +50,7 @@ from sinktrain.find_sinks.images import folder_items, image_files, shard_items  
 from sinktrain.find_sinks.plots import write_plots  # noqa: E402
 from sinktrain.find_sinks.probe import load_unprofiled  # noqa: E402
 from sinktrain.find_sinks.profile import Identity, build_profile  # noqa: E402
-from sinktrain.find_sinks.report import known_profiles_table, summary_table  # noqa: E402
+from sinktrain.find_sinks.report import artefact_warning, known_profiles_table, summary_table  # noqa: E402
 from sinktrain.find_sinks.select import Rule  # noqa: E402
 from sinktrain.log import setup_logging  # noqa: E402
 from sinktrain.recipe import main_guard  # noqa: E402
@@ -55,6 +58,7 @@ from sinktrain.sinks import CRITERIA  # noqa: E402
 
 logger = logging.getLogger("sinktrain")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+L_SINK_VALUES = ("rms", "raw")  # Backbone.l_sink_values
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -87,7 +91,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     given.add_argument("--tau_v", type=float, default=None, help="V-sink threshold")
     given.add_argument("--tau_l", type=float, default=None, help="L-sink threshold")
     given.add_argument("--criterion", choices=CRITERIA, default="dim_threshold", help="V-sink rule: max |h[dims]| >= tau_v (LSG) or ||h||_2 >= tau_v (DIYSink)")
-    given.add_argument("--no_rms_norm", action="store_true", help="threshold raw LLM values (default: weightless RMSNorm first, as VAR)")
+    given.add_argument(
+        "--l_sink_values", choices=L_SINK_VALUES, default=None,
+        help="threshold LLM values after weightless RMSNorm (rms, VAR) or raw (raw, LSG on LLaVA-OneVision); default: the model family's",
+    )
+    given.add_argument("--no_rms_norm", dest="l_sink_values", action="store_const", const="raw", help="deprecated: --l_sink_values raw")
     parser.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)  # set by the deepspeed launcher
     args = parser.parse_args(argv)
     check_args(args)
@@ -147,7 +155,15 @@ def build_settings(args: argparse.Namespace, backbone) -> Settings:
     check_dims(args.llm_dims, backbone.llm_width, "--llm_dims")
     rule = Rule(args.min_ratio, args.min_image_fraction, args.min_layer_fraction, args.max_token_fraction, args.min_magnitude)
     read = read_index(backbone.sink_profile.vit_layer, len(backbone.vision_layers()))
-    return Settings(rule, read, args.criterion, not args.no_rms_norm, args.vit_dims, args.llm_dims, args.tau_v, args.tau_l)
+    rms_norm = l_sink_values(args, backbone) == "rms"
+    check_l_sink_reach("--tau_l", args.tau_l, rms_norm, backbone.llm_width)  # now, not after the pass
+    return Settings(rule, read, args.criterion, rms_norm, args.vit_dims, args.llm_dims, args.tau_v, args.tau_l)
+
+
+def l_sink_values(args: argparse.Namespace, backbone) -> str:
+    """--l_sink_values, else the family's: the papers read L-sinks RMS-normalised (VAR, LLaVA-1.5)
+    or raw (LSG on LLaVA-OneVision), and a threshold means something else in each."""
+    return args.l_sink_values or backbone.l_sink_values
 
 
 def check_sources(args: argparse.Namespace) -> None:
@@ -196,11 +212,14 @@ def main(argv=None) -> None:
     backbone.model.to(device)
     settings = build_settings(args, backbone)
     vflag = VSinkFlag(args.min_ratio, args.min_magnitude, args.criterion, args.vit_dims, args.tau_v)
-    logger.info("find_sink_dims: %s | %d images over %d ranks | %s %s", model, args.num_images, world_size, device, dtype)
+    logger.info(
+        "find_sink_dims: %s | %d images over %d ranks | %s %s | L-sinks read %s", model, args.num_images, world_size, device, dtype,
+        "RMS-normalised" if settings.llm_rms_norm else "raw",
+    )
     template = args.template or backbone.default_template
     stats = collect(
         backbone, image_items(args, rank, world_size), vflag, args.batch_size, template, device,
-        normed=not args.no_rms_norm, norms=args.criterion == "l2_norm",
+        normed=settings.llm_rms_norm, norms=args.criterion == "l2_norm",
     )
     if rank == 0:  # the totals are the same on every rank; one writes
         finish(args, backbone, settings, stats.to_cpu(), model)
@@ -211,6 +230,9 @@ def finish(args: argparse.Namespace, backbone, settings: Settings, stats, model:
     if int(stats.images) == 0:
         raise SinkTrainError("no image was read; check --data / --images (text-only samples are skipped)")
     findings = analyse(stats, settings)
+    if findings.artefact_layers:
+        per_image = [n / int(stats.images) for n in findings.l_sinks]
+        logger.warning(artefact_warning(findings.artefact_layers, per_image, findings.l.tau, settings.llm_rms_norm))
     out, plot_dir, name = output_paths(args, model)
     plots = write_plots(stats, findings, settings, plot_dir)  # also when nothing is found: they show why
     profile, notes = build_profile(findings, settings, identity(backbone), name)

@@ -17,7 +17,7 @@ Schema (JSON object; unknown keys are refused so typos surface)::
       "tau_v": 60.0,
       "llm_dims": [2533, 1415],           # L-sink channels (primary first); may be empty
       "tau_l": 20.0,
-      "llm_rms_norm": true,               # VAR: RMSNorm without weight before thresholding
+      "llm_rms_norm": true,               # true: weightless RMSNorm before thresholding (VAR); false: raw
       "hidden_size_vit": 1024,            # guards against applying a profile to another tower
       "hidden_size_llm": 4096,
       "stats": {...}                      # optional, written by find_sink_dims.py
@@ -28,12 +28,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sinktrain.errors import SinkTrainError
 from sinktrain.sinks import CRITERIA
+
+logger = logging.getLogger("sinktrain")
 
 FIND_DIMS_HINT = (
     "run `python tools/find_sink_dims.py --model MODEL --out profiles/NAME.json` to discover its "
@@ -63,6 +67,8 @@ class SinkProfile:
             raise SinkTrainError(f"sink profile {self.name!r}: criterion dim_threshold needs vit_dims (a list of channel indices)")
         if self.llm_dims and self.tau_l is None:
             raise SinkTrainError(f"sink profile {self.name!r}: llm_dims are given but tau_l is missing")
+        if self.hidden_size_llm is not None:
+            check_rms_reach(self, self.hidden_size_llm)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
@@ -75,9 +81,45 @@ class SinkProfile:
                     f"sink profile {self.name!r} was made for a {label} width of {expected}, but this model's is "
                     f"{actual}; {FIND_DIMS_HINT}"
                 )
+        if self.hidden_size_llm is None:  # else __post_init__ checked it at this width
+            check_rms_reach(self, hidden_size_llm)
         too_big = [d for d in self.vit_dims if d >= hidden_size_vit] + [d for d in self.llm_dims if d >= hidden_size_llm]
         if too_big:
             raise SinkTrainError(f"sink profile {self.name!r}: dims {too_big} exceed the model's hidden size; {FIND_DIMS_HINT}")
+
+
+def check_l_sink_reach(source: str, tau_l: float | None, rms_norm: bool, width: int) -> None:
+    """Refuse an RMS-normalised tau_L that no value can reach.
+
+    After weightless RMSNorm a channel is at most sqrt(D): |h_d| / rms(h) <= sqrt(D), equality only
+    when every other channel is 0; with k dims equally massive each is at most sqrt(D / k). So
+    tau_L 50 after RMSNorm never fires on Qwen2-7B (sqrt(3584) = 59.9, sqrt(3584 / 2) = 42.3): the
+    LSG paper's 50 for LLaVA-OneVision (Table S7) is a raw magnitude.
+    """
+    if tau_l is not None and rms_norm and tau_l >= math.sqrt(width):
+        raise SinkTrainError(
+            f"{source}: tau_l {tau_l:g} on RMS-normalised values can never fire, since after weightless RMSNorm no "
+            f"channel of a {width}-wide hidden state exceeds sqrt({width}) = {math.sqrt(width):.1f}; read L-sinks raw "
+            f"(\"llm_rms_norm\": false in the profile, --l_sink_values raw for find_sink_dims.py) or lower tau_l"
+        )
+
+
+def warn_l_sink_reach(source: str, tau_l: float | None, rms_norm: bool, width: int, num_dims: int) -> None:
+    """Warn when an RMS-normalised tau_L fires only where one of several L-sink dims dominates."""
+    if tau_l is not None and rms_norm and num_dims and tau_l > math.sqrt(width / num_dims):
+        logger.warning(
+            "%s: tau_l %g on RMS-normalised values is above sqrt(%d / %d) = %.1f, the most each of %d equally massive "
+            "dims can reach after weightless RMSNorm, so it fires only where one dim dominates; if tau_l is a raw "
+            "magnitude, read L-sinks raw (\"llm_rms_norm\": false)", source, tau_l, width, num_dims,
+            math.sqrt(width / num_dims), num_dims,
+        )
+
+
+def check_rms_reach(profile: SinkProfile, width: int) -> None:
+    if profile.llm_dims:
+        source = f"sink profile {profile.name!r}"
+        check_l_sink_reach(source, profile.tau_l, profile.llm_rms_norm, width)
+        warn_l_sink_reach(source, profile.tau_l, profile.llm_rms_norm, width, len(profile.llm_dims))
 
 
 def profile_from_dict(data: dict[str, Any], source: str = "profile") -> SinkProfile:
@@ -121,12 +163,16 @@ KNOWN_VISION_PROFILES: dict[str, dict[str, Any]] = {
     "siglip-so400m-14-384": dict(vit_dims=[1076], vit_layer=-1, criterion="dim_threshold", tau_v=40.0, hidden_size_vit=1152),
 }
 
+# Every entry says how its tau_l reads L-sinks (llm_rms_norm): the same number means different
+# things raw and after RMSNorm (check_l_sink_reach).
 KNOWN_LLM_PROFILES: dict[str, dict[str, Any]] = {
-    # LLaMA-2-7B / Vicuna-7B: 2533 primary, 1415; tau_L 20 after weightless RMSNorm (VAR).
-    "llama-2-7b": dict(llm_dims=[2533, 1415], tau_l=20.0, hidden_size_llm=4096),
-    "llama-2-13b": dict(llm_dims=[2100, 4743], tau_l=20.0, hidden_size_llm=5120),
-    # Qwen2-7B: 458 primary, 2570; tau_L 50 (LSG Table S7, LLaVA-OV row).
-    "qwen2-7b": dict(llm_dims=[458, 2570], tau_l=50.0, hidden_size_llm=3584),
+    # LLaMA-2-7B / Vicuna-7B: 2533 primary, 1415; tau_L 20 after weightless RMSNorm (VAR's rule;
+    # LSG Table S7, LLaVA-1.5 row "60 / 20").
+    "llama-2-7b": dict(llm_dims=[2533, 1415], tau_l=20.0, llm_rms_norm=True, hidden_size_llm=4096),
+    "llama-2-13b": dict(llm_dims=[2100, 4743], tau_l=20.0, llm_rms_norm=True, hidden_size_llm=5120),
+    # Qwen2-7B: 458 primary, 2570; tau_L 50 on raw magnitudes (LSG Table S7, LLaVA-OV row "40 / 50";
+    # the LSG paper applies its L-sink rule raw on this model, and 50 is out of RMSNorm's reach).
+    "qwen2-7b": dict(llm_dims=[458, 2570], tau_l=50.0, llm_rms_norm=False, hidden_size_llm=3584),
 }
 
 

@@ -10,11 +10,16 @@ massive only at the first token must not hide the L-sinks of another. The user's
 everything else still comes from the statistics. Counts (sinks per image, L-sinks per layer) are
 taken on the primary dim: the dims of one part fire on the same tokens in every known model, and
 with tau in an empty gap of the primary dim's histogram they are exact for it.
+
+``threshold_artefact_layers`` flags layers where the L-sink count jumps more than tenfold: the LSG
+paper reports that on LLaVA-OneVision its raw tau_L fires on ordinary tokens from L19 on, as the
+residual norm grows (L-sinks 1-5 per layer in L4-L18, then a threshold artefact).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
@@ -57,6 +62,7 @@ class Findings:
     vit_tokens: int = 0  # visual tokens at the read layer
     l_sinks: list[int] = field(default_factory=list)  # per LLM layer
     llm_tokens: list[int] = field(default_factory=list)  # visual non-V-sink tokens per LLM layer
+    artefact_layers: list[int] = field(default_factory=list)  # LLM layers whose L-sink count jumps > 10x
 
 
 def threshold(values: np.ndarray, override: float | None, max_token_fraction: float) -> Threshold:
@@ -103,6 +109,21 @@ def count_l_sinks(values: np.ndarray, findings: Findings) -> None:
     findings.l_sinks = [int(n) for n in values[:, findings.llm.dims[0], start:].sum(axis=-1)]
 
 
+ARTEFACT_JUMP = 10.0  # "more than an order of magnitude" over the previous layer
+
+
+def threshold_artefact_layers(l_sinks_per_layer: Sequence[float], floor: float = 0.1) -> list[int]:
+    """Layers whose L-sinks per image exceed ARTEFACT_JUMP x the previous layer's, or x ``floor``
+    where the previous layer has fewer (so a few L-sinks after a layer with none are no jump).
+
+    Jumps count only after the onset (the first layer with any L-sink): L-sinks emerging where the
+    sink dim becomes massive (VAR: from layer 2 on) are the sinks themselves, not an artefact.
+    """
+    counts = [float(n) for n in l_sinks_per_layer]
+    onset = next((i for i, n in enumerate(counts) if n > 0), len(counts))
+    return [layer for layer in range(onset + 1, len(counts)) if counts[layer] > ARTEFACT_JUMP * max(counts[layer - 1], floor)]
+
+
 def visual_primary_first(stats: SinkStats, llm: PartResult) -> PartResult:
     """The chosen LLM dims with the one largest on visual non-V-sink tokens first (the others keep
     their order): tau_L is set on the primary dim's values there."""
@@ -135,4 +156,5 @@ def analyse(stats: SinkStats, settings: Settings) -> Findings:
         findings.l = threshold(values[first:, llm.dims[0]].sum(axis=0), settings.tau_l, rule.max_token_fraction)
         if findings.l.tau is not None:
             count_l_sinks(values, findings)
+            findings.artefact_layers = threshold_artefact_layers([n / max(findings.images, 1) for n in findings.l_sinks])
     return findings

@@ -7,7 +7,8 @@
 * ``histogram.png``: the log-magnitude histogram of the primary sink dim with the threshold and
   the empty gap it sits in (as in LSG Fig. S1), vision tower and LLM;
 * ``sinks_per_image.png``: how many images have 0, 1, 2, ... V-sinks;
-* ``l_sinks_per_layer.png``: L-sinks per image at every LLM layer.
+* ``l_sinks_per_layer.png``: L-sinks per image at every LLM layer; layers where the count jumps
+  more than tenfold (``Findings.artefact_layers``, likely the threshold, not sinks) in red.
 """
 
 from __future__ import annotations
@@ -92,11 +93,19 @@ def plot_sinks_per_image(findings: Findings, path: Path) -> Path:
     return _save(fig, path)
 
 
+ARTEFACT_COLOR = "tab:red"
+
+
 def plot_l_sinks_per_layer(findings: Findings, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     if findings.l_sinks:
         per_image = np.asarray(findings.l_sinks, dtype=float) / max(findings.images, 1)
-        ax.bar(np.arange(per_image.size), per_image, color="tab:orange")
+        bars = ax.bar(np.arange(per_image.size), per_image, color="tab:orange")
+        for layer in findings.artefact_layers:
+            bars[layer].set_color(ARTEFACT_COLOR)
+        if findings.artefact_layers:
+            bars[findings.artefact_layers[0]].set_label(f"jump > 10x: threshold artefact? (layers {findings.artefact_layers})")
+            ax.legend(fontsize=8)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="LLM layer", ylabel="L-sinks per image", title="L-sinks per layer (visual tokens, V-sinks excluded)")
     return _save(fig, path)

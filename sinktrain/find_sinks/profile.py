@@ -122,6 +122,7 @@ def stats_dict(findings: Findings, settings: Settings, identity: Identity, keep_
             first_layer=findings.llm_first_layer,
             l_sinks_per_layer=[sig(n / images) for n in findings.l_sinks],
             l_sink_token_fraction_per_layer=[sig(n / max(t, 1)) for n, t in zip(findings.l_sinks, findings.llm_tokens)],
+            threshold_artefact_layers=list(findings.artefact_layers),
         )
     return {
         "tool": "tools/find_sink_dims.py",

@@ -2,6 +2,7 @@
 
     print(summary_table(profile))
     print(known_profiles_table())          # --print-known
+    logger.warning(artefact_warning(layers, l_sinks_per_layer, tau_l, rms_norm))
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def summary_table(profile: SinkProfile) -> str:
     if profile.llm_dims:
         per_layer = llm["l_sinks_per_layer"][llm["first_layer"]:]
         mean = sum(per_layer) / max(len(per_layer), 1)
-        norm = " (RMSNorm)" if profile.llm_rms_norm else ""
+        norm = " (RMSNorm)" if profile.llm_rms_norm else " (raw)"
         rows.append((
             "LLM", str(profile.llm_dims), f"layers {llm['first_layer']}+", f"{profile.tau_l:.4g}{norm}", _range(llm),
             f"{mean:.3g}/image/layer",
@@ -61,7 +62,7 @@ def summary_table(profile: SinkProfile) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     table = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
     min_ratio = profile.stats.get("rule", {}).get("min_ratio", 100.0)
-    return "\n".join([table, *slot_lines(vit), *where_lines(llm, min_ratio)])
+    return "\n".join([table, *slot_lines(vit), *where_lines(llm, min_ratio), *artefact_lines(llm)])
 
 
 def slot_lines(vit: dict) -> list[str]:
@@ -82,6 +83,25 @@ def where_lines(llm: dict, min_ratio: float) -> list[str]:
     return lines
 
 
+def artefact_lines(llm: dict) -> list[str]:
+    layers = llm.get("threshold_artefact_layers")
+    if not layers:
+        return []
+    return [f"LLM layers {layers}: L-sinks per image jump > 10x (threshold artefact? see the warning and l_sinks_per_layer.png)"]
+
+
+def artefact_warning(layers: list[int], per_image: list[float], tau_l: float, rms_norm: bool) -> str:
+    """Why a tenfold jump in L-sinks per layer is likely the threshold, not sinks, and what to do."""
+    jumps = ", ".join(f"layer {l}: {per_image[l - 1]:.3g} -> {per_image[l]:.3g}" for l in layers)
+    fix = "pass a higher --tau_l" if rms_norm else "read L-sinks RMS-normalised (--l_sink_values rms) or pass a higher --tau_l"
+    return (
+        f"L-sinks per image jump more than 10x over the previous layer at LLM layers {layers} ({jumps}): likely a "
+        f"threshold artefact, not sinks. The residual norm grows in deep layers, so a fixed "
+        f"{'RMS-normalised' if rms_norm else 'raw'} tau_L {tau_l:.4g} fires on ordinary tokens there (the LSG paper "
+        f"reports this from L19 on for LLaVA-OneVision). Leave these layers out of L-sink use, or {fix}"
+    )
+
+
 def known_profiles_table() -> str:
     rows = [("model", "part", "sink dims (primary first)", "threshold")]
     for key, facts in KNOWN_VISION_PROFILES.items():
@@ -89,7 +109,8 @@ def known_profiles_table() -> str:
         rows.append((KNOWN_NAMES.get(key, key), f"vision, layer {facts['vit_layer']}", dims, f"tau_V {facts['tau_v']:g}"))
     for key, facts in KNOWN_LLM_PROFILES.items():
         dims = ", ".join(str(d) for d in facts["llm_dims"])
-        rows.append((KNOWN_NAMES.get(key, key), "LLM", dims, f"tau_L {facts['tau_l']:g} (RMSNorm)"))
+        mode = "RMSNorm" if facts["llm_rms_norm"] else "raw"
+        rows.append((KNOWN_NAMES.get(key, key), "LLM", dims, f"tau_L {facts['tau_l']:g} ({mode})"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "-" * len(lines[0]))

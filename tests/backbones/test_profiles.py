@@ -6,6 +6,9 @@ Run:
 
 import dataclasses
 import json
+import logging
+import math
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -18,6 +21,7 @@ from transformers import (
 )
 
 from sinktrain.backbones.profiles import (
+    KNOWN_LLM_PROFILES,
     SinkProfile,
     known_profile,
     load_profile,
@@ -37,7 +41,7 @@ def make_profile(**overrides) -> SinkProfile:
         criterion="dim_threshold",
         tau_v=50.0,
         llm_dims=[7, 1],
-        tau_l=20.0,
+        tau_l=5.0,  # after RMSNorm: within reach of two dims at width 128 (sqrt(64) = 8)
         hidden_size_vit=64,
         hidden_size_llm=128,
         stats={"median_abs": 0.5, "per_dim": [1, 2]},
@@ -110,12 +114,72 @@ def test_profile_bad_json_and_non_object(tmp_path):
 
 
 def test_known_profile_llava_1_5_7b():
+    """LSG Table S7 "60 / 20", L-sinks read after weightless RMSNorm as VAR does."""
     profile = known_profile("clip-vit-l-14-336", "llama-2-7b")
     assert profile.vit_dims == [650]
     assert profile.llm_dims == [2533, 1415]
     assert profile.vit_layer == -2 and profile.criterion == "dim_threshold"
-    assert (profile.tau_v, profile.tau_l) == (60.0, 20.0)
+    assert (profile.tau_v, profile.tau_l, profile.llm_rms_norm) == (60.0, 20.0, True)
     assert (profile.hidden_size_vit, profile.hidden_size_llm) == (1024, 4096)
+
+
+def test_known_profile_llava_onevision_reads_l_sinks_raw():
+    """LSG Table S7 "40 / 50": the paper's L-sink rule on raw magnitudes for this model."""
+    profile = known_profile("siglip-so400m-14-384", "qwen2-7b")
+    assert profile.vit_dims == [1076] and profile.llm_dims == [458, 2570]
+    assert (profile.tau_v, profile.tau_l, profile.llm_rms_norm, profile.vit_layer) == (40.0, 50.0, False, -1)
+    assert (profile.hidden_size_vit, profile.hidden_size_llm) == (1152, 3584)
+
+
+def test_every_builtin_llm_profile_states_its_l_sink_values():
+    for key, facts in KNOWN_LLM_PROFILES.items():
+        assert isinstance(facts.get("llm_rms_norm"), bool), key
+        if facts["llm_rms_norm"]:  # a built-in threshold RMSNorm can reach with every dim equally massive
+            assert facts["tau_l"] <= math.sqrt(facts["hidden_size_llm"] / len(facts["llm_dims"])), key
+
+
+@contextmanager
+def sinktrain_warnings():
+    """Records the sinktrain logger's warnings (setup_logging turns its propagation off, so caplog
+    on the root logger would miss them)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("sinktrain")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_rms_threshold_out_of_reach_is_refused():
+    """After weightless RMSNorm no channel exceeds sqrt(D) = sqrt(128) = 11.3."""
+    with pytest.raises(SinkTrainError, match=r"tau_l 12 on RMS-normalised values can never fire.*sqrt\(128\) = 11.3.*read L-sinks raw.*lower tau_l"):
+        make_profile(tau_l=12.0)
+    assert make_profile(tau_l=12.0, llm_rms_norm=False).tau_l == 12.0  # raw: any magnitude
+    assert make_profile(tau_l=12.0, llm_dims=[]).llm_dims == []  # no L-sink dims: nothing to threshold
+    unsized = make_profile(tau_l=12.0, hidden_size_llm=None)  # width unknown until it meets a model
+    with pytest.raises(SinkTrainError, match="can never fire"):
+        unsized.check_fits(64, 128)
+    unsized.check_fits(64, 256)
+
+
+def test_rms_threshold_above_shared_bound_warns():
+    """Two dims equally massive reach at most sqrt(128 / 2) = 8 each after RMSNorm."""
+    with sinktrain_warnings() as records:
+        make_profile(tau_l=7.9)
+        assert not records
+        make_profile(tau_l=9.0)
+    assert len(records) == 1 and "above sqrt(128 / 2) = 8.0" in records[0].getMessage()
+
+
+def test_demo_profiles_pass_the_reach_guard():
+    from sinktrain.demo import llava, qwen2_vl
+
+    with sinktrain_warnings() as records:
+        profiles = [llava.demo_profile(), qwen2_vl.demo_profile(windowed=False), qwen2_vl.demo_profile(windowed=True)]
+    assert not records and all(p.llm_rms_norm for p in profiles)
 
 
 def test_known_profile_without_llm_facts_and_unknown_tower():
