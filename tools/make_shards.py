@@ -3,9 +3,11 @@
     python tools/make_shards.py --json llava_v1_5_mix665k.json --image_folder ./playground/data \\
         --out 'shards/%06d.tar' [--max_samples_per_shard 1000] [--max_bad_fraction 0.01]
 
-Each record becomes one sample (<key>.json + the image's original bytes as <key>.<ext>); records
-whose image is missing or unreadable, or whose conversation is malformed, are skipped and
-reported. The run fails (exit 1, nothing written) if more than --max_bad_fraction of the records
+Each record becomes one sample (<key>.json + the image's original bytes as <key>.<ext>). A record
+whose "image" is a list of paths (LLaVA-OneVision's multi-image data, one <image> marker per
+image in the text) stores them as <key>.0.<ext>, <key>.1.<ext>, ... in list order. Records
+whose image is missing or unreadable, or whose conversation is malformed or has another number
+of <image> markers than images, are skipped and reported. The run fails (exit 1, nothing written) if more than --max_bad_fraction of the records
 would be skipped: that usually means a wrong --image_folder or an image set not downloaded.
 Shards are moved into place only once all of them are written.
 """

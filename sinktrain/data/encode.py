@@ -2,8 +2,11 @@
 
 Runs inside data workers, so it holds only the tokenizer and the family's image inputs (never
 the model). The images are processed first, because how many slots an image takes can depend on
-its size (Qwen-VL); the conversation is then rendered with that many image tokens. Anything
-wrong with one sample raises ``BadSample``: the stream skips it, logs shard, key and reason, and
+its size (Qwen-VL); the conversation is then rendered with that many image tokens. A sample's
+images are its plain ``<ext>`` member or its indexed ``0.<ext>``, ``1.<ext>``, ... members, in
+``<image>`` order (sinktrain.data.shard_format). Anything wrong with one sample (a broken record,
+an undecodable image, image members that break the layout, ``<image>`` markers that do not
+match the images) raises ``BadSample``: the stream skips it, logs shard, key and reason, and
 counts it towards ``--max_bad_fraction``. An over-long sample is truncated with its labels; one
 that cannot be (the cut would hit an image or the first answer) is skipped so.
 """
@@ -17,7 +20,7 @@ from PIL import Image
 
 from sinktrain.data.chat import encode
 from sinktrain.data.images import ImageInputs
-from sinktrain.data.shards import IMAGE_EXTENSIONS
+from sinktrain.data.shard_format import IMAGE_EXTENSIONS, INDEXED_IMAGE_FIELD
 from sinktrain.data.stream import BadSample
 from sinktrain.errors import SinkTrainError
 
@@ -25,20 +28,56 @@ class TooLong(BadSample):
     """Longer than --max_length and not truncatable (the cut would hit an image or the first answer)."""
 
 
+LAYOUT_FIX = (
+    "write one image as <key>.<ext> and several as <key>.0.<ext>, <key>.1.<ext>, ... "
+    "(tools/make_shards.py does)"
+)
+
+
 def image_member(raw: dict) -> tuple[str, bytes] | None:
+    """The plain single-image member (a multi-image sample's indexed members are not one)."""
     for extension in IMAGE_EXTENSIONS:
         if extension in raw:
             return extension, raw[extension]
     return None
 
 
-def decode_image(data: bytes) -> Image.Image:
+def indexed_members(raw: dict) -> dict[int, str]:
+    """A multi-image sample's fields by image index ("0.png" -> 0); BadSample on a duplicate index."""
+    fields: dict[int, str] = {}
+    for name in raw:
+        match = INDEXED_IMAGE_FIELD.fullmatch(name)
+        if not match or match[2] not in IMAGE_EXTENSIONS:
+            continue
+        index = int(match[1])
+        if index in fields:
+            raise BadSample(f"two image members for image {index} ({fields[index]}, {name}); {LAYOUT_FIX}")
+        fields[index] = name
+    return fields
+
+
+def image_members(raw: dict) -> list[tuple[str, bytes]]:
+    """The sample's (field, bytes) images in <image> order; BadSample when the layout is broken."""
+    single, fields = image_member(raw), indexed_members(raw)
+    if not fields:
+        return [single] if single else []
+    names = ", ".join(fields[i] for i in sorted(fields))
+    if single:
+        raise BadSample(f"mixes a plain image member ({single[0]}) with indexed ones ({names}); {LAYOUT_FIX}")
+    missing = next(i for i in range(len(fields) + 1) if i not in fields)
+    if missing < len(fields):
+        raise BadSample(f"image members {names} have no image {missing} (indices must be 0..n-1); {LAYOUT_FIX}")
+    return [(fields[i], raw[fields[i]]) for i in range(len(fields))]
+
+
+def decode_image(data: bytes, member: str | None = None) -> Image.Image:
+    """A decoded RGB image; `member` names it in the error (which image of several is broken)."""
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
         return image.convert("RGB")
     except Exception as err:  # PIL raises many types for broken files
-        raise BadSample(f"undecodable image ({err})") from err
+        raise BadSample(f"undecodable image{f' {member}' if member else ''} ({err})") from err
 
 
 class SampleEncoder:
@@ -67,8 +106,9 @@ class SampleEncoder:
     def __call__(self, raw: dict) -> dict:
         """A raw shard sample (bytes) -> a training example; BadSample if anything is wrong."""
         conversations = self.record(raw)
-        member = image_member(raw)
-        images = [decode_image(member[1])] if member else []
+        members = image_members(raw)
+        several = len(members) > 1
+        images = [decode_image(data, name if several else None) for name, data in members]
         try:
             example = self.encode(conversations, images)
         except SinkTrainError as err:

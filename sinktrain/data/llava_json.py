@@ -1,6 +1,8 @@
 """Reading LLaVA-format JSON + an image folder as shard samples, skipping and counting bad records.
 
-`tools/make_shards.py` feeds `llava_json_samples` into `sinktrain.data.shards.write_shards`.
+A record's "image" is one path, or a list of paths (LLaVA-OneVision's multi-image data) whose
+conversation holds one <image> marker per image, in the same order. `tools/make_shards.py`
+feeds `llava_json_samples` into `sinktrain.data.shards.write_shards`.
 """
 
 from __future__ import annotations
@@ -79,8 +81,9 @@ def load_llava_json(json_path: str) -> list:
     return records
 
 
-def check_conversations(record: dict, has_image: bool) -> list[dict]:
-    """Validated conversations, with LLaVA's '<image>' fix-up applied; raises BadRecord."""
+def check_conversations(record: dict, images: int) -> list[dict]:
+    """Validated conversations for a record with `images` images (a bool reads as 0 or 1), with
+    LLaVA's single-image '<image>' fix-up applied; raises BadRecord."""
     turns = record.get("conversations")
     if not isinstance(turns, list) or not turns:
         raise BadRecord("invalid record", "no conversations")
@@ -92,19 +95,24 @@ def check_conversations(record: dict, has_image: bool) -> list[dict]:
             raise BadRecord("invalid record", f"turn {i} has no text value")
     if len(turns) % 2:
         raise BadRecord("invalid record", "last human turn has no gpt answer")
-    return _fix_image_token(turns, has_image)
+    return _fix_image_token(turns, int(images))
 
 
-def _fix_image_token(turns: list[dict], has_image: bool) -> list[dict]:
+def _fix_image_token(turns: list[dict], images: int) -> list[dict]:
     in_human = sum(t["value"].count(IMAGE_TOKEN) for t in turns[0::2])
     in_gpt = sum(t["value"].count(IMAGE_TOKEN) for t in turns[1::2])
     if in_gpt:
         raise BadRecord("invalid record", f"{IMAGE_TOKEN} in a gpt turn")
-    if not has_image and in_human:
+    if not images and in_human:
         raise BadRecord("invalid record", f"{IMAGE_TOKEN} in the text but no image")
-    if has_image and in_human > 1:
+    if images == 1 and in_human > 1:
         raise BadRecord("invalid record", f"{in_human} {IMAGE_TOKEN} tokens for one image")
-    if has_image and not in_human:
+    if images > 1 and in_human != images:
+        # No guessing where several images go: the markers place them in the text.
+        raise BadRecord(
+            "invalid record", f"{in_human} {IMAGE_TOKEN} tokens for {images} images (one per image, in order)"
+        )
+    if images == 1 and not in_human:
         # LLaVA's own loader puts the image before the first question when the text omits it.
         first = dict(turns[0], value=IMAGE_TOKEN + "\n" + turns[0]["value"])
         return [first] + turns[1:]
@@ -114,7 +122,7 @@ def _fix_image_token(turns: list[dict], has_image: bool) -> list[dict]:
 def read_image(image_folder: str, relative: object) -> tuple[bytes, str]:
     """The raw bytes and lowercased extension of one image; raises BadRecord."""
     if not isinstance(relative, str) or not relative:
-        raise BadRecord("invalid record", "image is not a single file path (multi-image?)")
+        raise BadRecord("invalid record", f"image {relative!r} is not a file path")
     path = os.path.join(image_folder, relative)
     try:
         with open(path, "rb") as f:
@@ -133,20 +141,32 @@ def read_image(image_folder: str, relative: object) -> tuple[bytes, str]:
     return data, ext
 
 
+def read_images(image_folder: str, image: object) -> tuple[bytes | list[bytes] | None, str | list[str] | None]:
+    """A record's "image": None, one path (bytes, ext) or a list of paths (lists); raises BadRecord."""
+    if image is None:
+        return None, None
+    if not isinstance(image, list):
+        return read_image(image_folder, image)
+    if not image:
+        raise BadRecord("invalid record", "'image' is an empty list; leave 'image' out for a text-only record")
+    pairs = [read_image(image_folder, path) for path in image]
+    return [data for data, _ in pairs], [ext for _, ext in pairs]
+
+
 def _prepare(record: object, image_folder: str) -> Sample:
     if not isinstance(record, dict):
         raise BadRecord("invalid record", "not a JSON object")
-    image, ext = None, None
-    if record.get("image") is not None:
-        image, ext = read_image(image_folder, record["image"])
-    conversations = check_conversations(record, image is not None)
+    image, ext = read_images(image_folder, record.get("image"))
+    count = 0 if image is None else len(image) if isinstance(image, list) else 1
+    conversations = check_conversations(record, count)
     return dict(record, conversations=conversations), image, ext
 
 
 def llava_json_samples(
     json_path: str, image_folder: str, stats: ReadStats | None = None
 ) -> Iterator[Sample]:
-    """(record, image bytes | None, extension | None) for every usable record of a LLaVA JSON.
+    """(record, image bytes | None, extension | None) for every usable record of a LLaVA JSON
+    (lists of bytes and extensions for a record with a list of images).
 
     The file is loaded (and a missing/unparseable file reported) when this is called; bad
     records are skipped, logged and counted in `stats` as the iterator is consumed.

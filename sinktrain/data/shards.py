@@ -1,12 +1,12 @@
 """Writing WebDataset shards: the one code path for both the demo data and real LLaVA data.
 
 A sample in a shard is the tar members sharing one key: <key>.json, the LLaVA record, and
-<key>.<ext>, the image's original bytes (absent for text-only samples); sinktrain.data.shard_format
-describes the format.
+<key>.<ext>, the image's original bytes (absent for text-only samples), or <key>.0.<ext>,
+<key>.1.<ext>, ... for a multi-image sample; sinktrain.data.shard_format describes the format.
 
 Real data goes through `tools/make_shards.py` (run it with --help), which reads it with
 sinktrain.data.llava_json (its names are importable from here too); the demo data through
-`write_demo_shards`. Shards are written into a temporary directory and moved into place only
+`write_demo_shards` (any of sinktrain.data.scenes' generators). Shards are written into a temporary directory and moved into place only
 when the whole write succeeded, so an interrupted or failed run never leaves half a dataset.
 """
 
@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 from collections import Counter
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import webdataset as wds
 
@@ -32,9 +32,10 @@ from sinktrain.data.llava_json import (
     llava_json_samples,
     load_llava_json,
     read_image,
+    read_images,
 )
 from sinktrain.data.scenes import demo_samples
-from sinktrain.data.shard_format import IMAGE_EXTENSIONS, Sample
+from sinktrain.data.shard_format import IMAGE_EXTENSIONS, Sample, image_field
 from sinktrain.errors import SinkTrainError
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "llava_json_samples",
     "load_llava_json",
     "read_image",
+    "read_images",
     "shard_key",
     "write_demo_shards",
     "write_shards",
@@ -86,7 +88,7 @@ def check_shard_pattern(pattern: str) -> None:
 
 
 def _unique_keys(samples: Iterable[Sample]) -> Iterator[dict]:
-    """Turn (record, bytes, ext) triples into WebDataset dicts with keys unique in this write.
+    """Turn (record, image(s), ext(s)) triples into WebDataset dicts with keys unique in this write.
 
     Two ids that sanitize alike (or a dataset's duplicate ids) would otherwise merge into one
     sample when read back, so later ones get a numeric suffix.
@@ -100,9 +102,22 @@ def _unique_keys(samples: Iterable[Sample]) -> Iterator[dict]:
             key = f"{base}_{suffix[base]}"
         used.add(key)
         sample = {"__key__": key, "json": json.dumps(record, ensure_ascii=False).encode("utf-8")}
-        if image is not None:
-            sample[_member_extension(ext)] = image
+        sample.update(_image_members(image, ext))
         yield sample
+
+
+def _image_members(image, ext) -> dict[str, bytes]:
+    """A sample's image fields: none, one plain "<ext>", or "0.<ext>", "1.<ext>", ... for several."""
+    if image is None:
+        return {}
+    images, exts = ([image], [ext]) if isinstance(image, (bytes, bytearray)) else (list(image), ext)
+    if not isinstance(exts, (list, tuple)) or len(exts) != len(images):
+        raise SinkTrainError(
+            f"{len(images)} images with extension(s) {ext!r}: pass a list of images with a list of "
+            "as many extensions, in the order of the record's <image> markers"
+        )
+    members = [_member_extension(e) for e in exts]
+    return {image_field(i, m, len(images)): data for i, (data, m) in enumerate(zip(images, members))}
 
 
 def _member_extension(ext: str | None) -> str:
@@ -141,7 +156,8 @@ def write_shards(
 ) -> list[str]:
     """Write (record, image_bytes | None, image_ext | None) triples as shards named by `pattern`.
 
-    Returns the shard paths. Shards appear only if every sample was written: an exception while
+    Several images go as a list of bytes with a list of extensions, in <image> order (stored
+    as <key>.0.<ext>, <key>.1.<ext>, ...). Returns the shard paths. Shards appear only if every sample was written: an exception while
     iterating `samples` (e.g. a validation failure) leaves the destination untouched.
     """
     check_shard_pattern(pattern)
@@ -193,8 +209,21 @@ def _even_split(total: int, parts: int) -> list[int]:
     return [base + 1 if i < extra else base for i in range(parts)]
 
 
-def write_demo_shards(out_dir: str, num_samples: int, num_shards: int, seed: int) -> list[str]:
-    """Write `num_samples` demo scenes as exactly `num_shards` shards `out_dir/demo-%06d.tar`.
+DemoGenerator = Callable[[int, int], Iterator[tuple[dict, bytes | list[bytes] | None]]]
+
+
+def _as_pngs(generated):
+    """(record, PNG | list of PNGs | None) -> shard samples with png extension(s)."""
+    for record, image in generated:
+        ext = None if image is None else "png" if isinstance(image, bytes) else ["png"] * len(image)
+        yield record, image, ext
+
+
+def write_demo_shards(
+    out_dir: str, num_samples: int, num_shards: int, seed: int, generate: DemoGenerator = demo_samples
+) -> list[str]:
+    """Write `num_samples` samples of `generate(num_samples, seed)` (default: the demo scenes) as
+    exactly `num_shards` shards `out_dir/demo-%06d.tar`.
 
     The whole directory is built beside `out_dir` and swapped in with `os.replace`, so a cache
     check on `out_dir` never sees a half-built dataset. An existing `out_dir` is replaced.
@@ -209,10 +238,7 @@ def write_demo_shards(out_dir: str, num_samples: int, num_shards: int, seed: int
     os.makedirs(parent, exist_ok=True)
     building = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}-building-", dir=parent)
     try:
-        stream = (
-            (record, png, None if png is None else "png")
-            for record, png in demo_samples(num_samples, seed)
-        )
+        stream = _as_pngs(generate(num_samples, seed))
         pattern = os.path.join(building, "demo-%06d.tar")
         for index, size in enumerate(_even_split(num_samples, num_shards)):
             write_shards(itertools.islice(stream, size), pattern, size, start_shard=index)

@@ -152,6 +152,38 @@ def test_odd_image_suffix_is_stored_under_its_real_format(tmp_path):
         write_shards([(records[0], b"<svg/>", "svg")], str(tmp_path / "s" / "%06d.tar"))
 
 
+def test_image_lists_are_validated_and_one_image_stays_plain(tmp_path):
+    for name, fmt in (("a.png", "PNG"), ("b.jpg", "JPEG")):
+        (tmp_path / name).write_bytes(image_bytes(fmt))
+    two = conversation("<image>\n<image>\nSame?")
+    records = [
+        {"id": "two", "image": ["a.png", "b.jpg"], "conversations": two},
+        {"id": "one", "image": ["b.jpg"], "conversations": conversation("What?", "x")},  # LLaVA's fix-up
+        {"id": "markers1", "image": ["a.png", "b.jpg"], "conversations": conversation()},
+        {"id": "markers0", "image": ["a.png", "b.jpg"], "conversations": conversation("Same?")},
+        {"id": "markers3", "image": ["a.png", "b.jpg"], "conversations": conversation("<image>" * 3)},
+        {"id": "gone", "image": ["a.png", "nope.png"], "conversations": two},
+        {"id": "empty", "image": [], "conversations": conversation("Hi?")},
+        {"id": "notpath", "image": ["a.png", 7], "conversations": two},
+    ]
+    (tmp_path / "d.json").write_text(json.dumps(records))
+    stats = ReadStats()
+
+    kept = list(llava_json_samples(str(tmp_path / "d.json"), str(tmp_path), stats))
+
+    assert [r["id"] for r, _, _ in kept] == ["two", "one"]
+    assert kept[0][1:] == ([(tmp_path / "a.png").read_bytes(), (tmp_path / "b.jpg").read_bytes()], ["png", "jpg"])
+    assert kept[1][0]["conversations"][0]["value"] == "<image>\nWhat?"
+    assert stats.skipped == {"invalid record": 5, "missing image": 1}
+    paths = write_shards(kept, str(tmp_path / "s" / "%06d.tar"))
+    two_back, one_back = read_back(paths)
+    assert set(two_back) - {"__key__", "__url__", "__local_path__", "json"} == {"0.png", "1.jpg"}
+    assert two_back["0.png"] == kept[0][1][0] and two_back["1.jpg"] == kept[0][1][1]
+    assert set(one_back) - {"__key__", "__url__", "__local_path__", "json"} == {"jpg"}  # as a single image
+    with pytest.raises(SinkTrainError, match="as many extensions"):
+        write_shards([(records[0], kept[0][1], "png")], str(tmp_path / "t" / "%06d.tar"))
+
+
 def make_llava_dir(tmp_path: Path, missing: int = 1) -> Path:
     """A small LLaVA-style dataset: 4 images (jpg, PNG), one text-only, `missing` absent images."""
     images = tmp_path / "images" / "coco"
@@ -194,6 +226,32 @@ def test_make_shards_writes_shards_and_reports_skips(tmp_path):
     assert back[0]["png"] == (root / "images" / "coco" / "img0.PNG").read_bytes()
     assert back[1]["jpg"] == (root / "images" / "coco" / "img1.jpg").read_bytes()
     assert set(back[4]) - {"__url__", "__local_path__"} == {"__key__", "json"}
+
+
+def test_make_shards_writes_image_lists_as_indexed_members(tmp_path):
+    root = make_llava_dir(tmp_path, missing=0)
+    records = json.loads((root / "data.json").read_text())
+    coco = root / "images" / "coco"
+    records += [
+        {"id": "pair", "image": ["coco/img1.jpg", "coco/img0.PNG"], "conversations": conversation("<image>\n<image>\nQ?")},
+        {"id": "triple", "image": ["coco/img2.PNG", "coco/img3.jpg", "coco/img1.jpg"],
+         "conversations": conversation("<image> <image>\nQ?", "A.") + conversation("<image>\nAnd?", "B.")},
+        {"id": "miscount", "image": ["coco/img1.jpg", "coco/img0.PNG"], "conversations": conversation()},
+    ]
+    (root / "data.json").write_text(json.dumps(records))
+    result = make_shards("--json", str(root / "data.json"), "--image_folder", str(root / "images"),
+                         "--out", str(tmp_path / "shards" / "%06d.tar"), "--max_bad_fraction", "0.2")
+
+    assert result.returncode == 0, result.stderr
+    assert "wrote 7 samples" in result.stdout and "invalid record: 1 (e.g. miscount)" in result.stdout
+    back = {s["__key__"]: s for s in read_back(sorted((tmp_path / "shards").iterdir()))}
+    pair, triple = back["pair"], back["triple"]
+    assert (pair["0.jpg"], pair["1.png"]) == ((coco / "img1.jpg").read_bytes(), (coco / "img0.PNG").read_bytes())
+    assert [triple[f] for f in ("0.png", "1.jpg", "2.jpg")] == [
+        (coco / name).read_bytes() for name in ("img2.PNG", "img3.jpg", "img1.jpg")
+    ]
+    assert json.loads(triple["json"])["image"] == records[-2]["image"]
+    assert "png" in back["im_0"] and not any("." in field for field in back["im_0"] if not field.startswith("__"))
 
 
 def test_make_shards_fails_clearly_on_bad_json(tmp_path):
