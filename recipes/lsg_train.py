@@ -40,6 +40,10 @@ def parse_args(argv=None):
     lsg = parser.add_argument_group("LSG")
     lsg.add_argument("--layers", default=None, help=f"gated LLM layers; default: {DEMO_LAYERS} on the demo, {PAPER_LAYERS} otherwise")
     lsg.add_argument("--groups", type=int, default=2, help="2: V-sinks vs other visual tokens; 3: V-sinks / L-sinks / ordinary")
+    lsg.add_argument(
+        "--scale_newline_slots", action="store_true",
+        help="LLaVA-OneVision: scale the keys of its row-newline slots with the other visual tokens (default: like text, unscaled)",
+    )
     # On the demo the gates must find the trained model's sink-reading layer (sinktrain.demo.trained)
     # in a few dozen steps; a larger rate makes r_sink swing from batch to batch instead of settling.
     args = parse(parser, argv, demo_overrides={"lr": 5e-3})
@@ -64,7 +68,7 @@ def main(argv=None) -> None:
     run = setup_run(args, "lsg-train", trained_demo=True)
     backbone = load_run_backbone(run)
     backbone.model.requires_grad_(False)
-    gating = LayerGating(backbone, args.layers, args.groups)
+    gating = LayerGating(backbone, args.layers, args.groups, args.scale_newline_slots)
     hooks = gate_hooks(gating, run.is_main)
     fit(run, backbone, args.template, hooks)
 

@@ -15,7 +15,7 @@ slots. A family is one file plus a tiny-config fixture (sinktrain.demo).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Iterator
+from typing import Callable, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -38,6 +38,8 @@ class Backbone(ABC):
     chat_formats: ClassVar[tuple[str, ...]]  # templates it speaks; the first is its instruction-tuning one
     connector_group: ClassVar[int] = 1  # connector input rows per output token (Qwen's merger: 4)
     dynamic_resolution: ClassVar[bool] = False  # slots per image depend on its size (--min/max_pixels)
+    # how find_sink_dims reads L-sink magnitudes by default: "rms" (VAR's weightless RMSNorm first) or "raw"
+    l_sink_values: ClassVar[str] = "rms"
 
     def __init__(self, model: nn.Module, processor, sink_profile: SinkProfile):
         self.model, self.processor, self.sink_profile = model, processor, sink_profile
@@ -185,8 +187,22 @@ class Backbone(ABC):
         return rows.view(-1, self.connector_group).any(dim=-1)
 
     def to_slot_order(self, per_token: torch.Tensor, vision: dict) -> torch.Tensor:
-        """Per-token values in connector-output order -> in the order the slots are filled."""
+        """Per-token V-sink flags in connector-output order -> one per visual slot, in slot order.
+
+        A family may drop tokens (unpadding), blend them (a downscaled grid: a slot is a V-sink when
+        any token it blends is) and insert slots of its own (newlines: False)."""
         return per_token
+
+    def watch_vision(self, note: Callable[[dict], None]) -> list:
+        """Hooks that report a forward's whole image inputs when the vision tower's own call does not
+        carry them (LLaVA-OneVision's image sizes): each calls ``note(vision)`` once the images are
+        encoded, with the forward's keyword names. Returns handles with ``remove()``."""
+        return []
+
+    def patch_slots(self, vision: dict, visual_slots: int) -> torch.Tensor:
+        """(visual_slots,) bool: which visual slots hold image content, as opposed to layout tokens
+        such as LLaVA-OneVision's row newlines (never V-sinks, never reordered, gated only on request)."""
+        return torch.ones(visual_slots, dtype=torch.bool)
 
     def vision_call_inputs(self, args: tuple, kwargs: dict) -> dict:
         """The image inputs of one call of the vision tower, named as the model's forward names them."""

@@ -31,6 +31,16 @@ def expand_to_square(image: Image.Image, background: tuple[int, ...]) -> Image.I
     return canvas
 
 
+def check_feature_layer(config, profile: SinkProfile) -> None:
+    """V-sinks are read where the projector reads: the profile must name that vision layer."""
+    if profile.vit_layer != config.vision_feature_layer:
+        raise SinkTrainError(
+            f"sink profile {profile.name!r} reads V-sinks at vision layer {profile.vit_layer}, but this "
+            f"{config.model_type} model feeds its projector from layer {config.vision_feature_layer}; profile the layer "
+            "the projector reads (tools/find_sink_dims.py does) or fix vit_layer"
+        )
+
+
 class SquareImageInputs:
     """LLaVA-1.5 stage-2 image inputs: pad to square with the mean colour, then the processor.
 
@@ -68,12 +78,7 @@ class LlavaBackbone(Backbone):
 
     @classmethod
     def check_profile(cls, config, profile: SinkProfile) -> None:
-        if profile.vit_layer != config.vision_feature_layer:
-            raise SinkTrainError(
-                f"sink profile {profile.name!r} reads V-sinks at vision layer {profile.vit_layer}, but this "
-                f"LLaVA feeds its projector from layer {config.vision_feature_layer}; profile the layer the "
-                "projector reads (tools/find_sink_dims.py does) or fix vit_layer"
-            )
+        check_feature_layer(config, profile)
         super().check_profile(config, profile)
 
     @classmethod

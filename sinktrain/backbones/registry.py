@@ -16,12 +16,13 @@ from transformers import AutoConfig
 from sinktrain.backbones.base import Backbone
 from sinktrain.backbones.identity import llm_id
 from sinktrain.backbones.llava import LlavaBackbone
+from sinktrain.backbones.llava_onevision import LlavaOnevisionBackbone
 from sinktrain.backbones.processor import load_processor
 from sinktrain.backbones.profiles import FIND_DIMS_HINT, SinkProfile, known_profile, load_profile
 from sinktrain.backbones.qwen2_vl import Qwen2VLBackbone
 from sinktrain.errors import SinkTrainError
 
-FAMILIES: tuple[type[Backbone], ...] = (LlavaBackbone, Qwen2VLBackbone)
+FAMILIES: tuple[type[Backbone], ...] = (LlavaBackbone, Qwen2VLBackbone, LlavaOnevisionBackbone)
 BY_MODEL_TYPE: dict[str, type[Backbone]] = {model_type: family for family in FAMILIES for model_type in family.model_types}
 
 PROFILE_FILE = "sink_profile.json"  # a model directory may carry its own profile

@@ -6,7 +6,8 @@ Forward hooks on the stock model, installed once per backbone (no copied modelin
   where the slots are and where the last prompt token is (the position before the first label;
   without labels the last attended position, which for a left-padded generation prompt is its end);
 * on the vision tower (pre-forward): the image inputs of this forward (how many slots each image
-  fills, how the family orders them);
+  fills, how the family orders them), completed by the family's ``watch_vision`` hooks where the
+  tower's call does not carry them all;
 * on the connector (pre-forward): V-sinks are read on its input with the profile's rule
   (``Backbone.token_sink_mask``);
 * on the language model (pre-forward): the state of this forward is assembled (V-sinks mapped
@@ -121,6 +122,7 @@ class SlotTracker:
             backbone.vision_tower.register_forward_pre_hook(self._see_vision, with_kwargs=True),
             backbone.language_model.register_forward_pre_hook(self._enter_llm, with_kwargs=True),
         ]
+        self._handles += backbone.watch_vision(self._note_vision)
         self._connector_handle = None
         self.watch_connector()
 
@@ -157,6 +159,9 @@ class SlotTracker:
 
     def _see_vision(self, module, args, kwargs) -> None:
         self._vision, self._tokens = self.backbone.vision_call_inputs(args, kwargs), None
+
+    def _note_vision(self, vision: dict) -> None:
+        self._vision = vision  # the V-sink flags read meanwhile stay: same images
 
     def _read_v_sinks(self, module, args) -> None:
         self._tokens = self.backbone.token_sink_mask(args[0])
@@ -198,7 +203,10 @@ class SlotTracker:
                     "build samples with sinktrain.data (each image's placeholder expands to its slot count)"
                 )
             image[visual] = torch.repeat_interleave(torch.arange(len(per_image), device=image.device), torch.tensor(per_image, device=image.device))
-        return SlotState(visual, visual.clone(), image, last_prompt_index(attention_mask, labels), vision, input_ids)
+        patch = visual.clone()
+        if count and vision:
+            patch[visual] = self.backbone.patch_slots(vision, count).to(patch.device)
+        return SlotState(visual, patch, image, last_prompt_index(attention_mask, labels), vision, input_ids)
 
     @staticmethod
     def _positions(kwargs: dict, embeds: torch.Tensor) -> torch.Tensor:

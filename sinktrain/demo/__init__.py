@@ -3,7 +3,7 @@
     python -m sinktrain.demo          # build everything into $SINKTRAIN_CACHE and print where
 
 Every family has a tiny model (``--model demo:llava`` or just ``demo``, ``demo:qwen2_vl``,
-``demo:qwen2_5_vl``): a real transformers class with planted V-sink and L-sink channels, and a
+``demo:qwen2_5_vl``, ``demo:llava_onevision``): a real transformers class with planted V-sink and L-sink channels, and a
 *trained* variant (``sinktrain.demo.trained``) that LSG and the evaluation tools start from. The
 cache lives in ``$SINKTRAIN_CACHE`` (default ``~/.cache/sinktrain``). Every artefact is bitwise
 reproducible from its seed (``sinktrain.demo.cache.reproducible``) and written to a temporary
@@ -16,20 +16,25 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from sinktrain.demo import llava, qwen2_vl
+from sinktrain.demo import llava, llava_onevision, qwen2_vl
 from sinktrain.demo.cache import DEMO_VERSION, build_once, cache_dir
-from sinktrain.demo.data import demo_data_pattern, demo_eval_pattern, ensure_demo_shards
+from sinktrain.demo.data import demo_data_pattern, demo_eval_pattern, demo_multi_image_pattern, ensure_demo_shards
 from sinktrain.errors import SinkTrainError
 
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "llava": llava.build_demo_model,
     "qwen2_vl": partial(qwen2_vl.build, windowed=False),
     "qwen2_5_vl": partial(qwen2_vl.build, windowed=True),
+    "llava_onevision": llava_onevision.build,
 }
 DEFAULT = "llava"
 PREFIX = "demo"
 
-__all__ = ["BUILDERS", "cache_dir", "demo_data_pattern", "demo_eval_pattern", "ensure_demo_model", "ensure_demo_shards", "ensure_demo_trained_model", "resolve"]
+__all__ = [
+    "BUILDERS", "cache_dir", "demo_data_pattern", "demo_eval_pattern", "demo_multi_image_pattern", "ensure_demo_model",
+    "ensure_demo_shards", "ensure_demo_trained_model", "resolve", "training_data",
+]
+MULTI_IMAGE_FAMILIES = ("llava_onevision",)  # trained on multi-image samples; the others keep the data their numbers were measured on
 
 
 def check_name(name: str) -> str:
@@ -56,6 +61,15 @@ def demo_name(spec: str | None) -> str | None:
     if spec.startswith(PREFIX + ":"):
         return check_name(spec.split(":", 1)[1])
     return None
+
+
+def training_data(spec: str | None) -> str:
+    """The default --data for a demo --model: the demo shards, plus the multi-image demo shards for
+    a family that trains on multi-image samples (LLaVA-OneVision), so one stream mixes single-image,
+    multi-image and text-only samples."""
+    if demo_name(spec) in MULTI_IMAGE_FAMILIES:
+        return demo_data_pattern() + "::" + demo_multi_image_pattern()
+    return demo_data_pattern()
 
 
 def resolve(spec: str | None, trained: bool = False) -> str:

@@ -29,11 +29,14 @@ class GateMeta:
     num_layers: int
     groups: int
     layers: list[int]
+    scale_layout_slots: bool = False  # LLaVA-OneVision's newline slots scaled with the other visual tokens
 
 
 def meta_for(gating) -> GateMeta:
     config = gating.backbone.model.config.text_config
-    return GateMeta(gating.backbone.family, config.hidden_size, config.num_hidden_layers, gating.groups, list(gating.layers))
+    return GateMeta(
+        gating.backbone.family, config.hidden_size, config.num_hidden_layers, gating.groups, list(gating.layers), gating.scale_layout_slots
+    )
 
 
 def gate_state(gating) -> dict[str, torch.Tensor]:
@@ -89,6 +92,6 @@ def gating_from_checkpoint(backbone, directory: str | Path):
 
     state, meta = read_gates(directory)
     check_fits(meta, backbone, str(directory))
-    gating = LayerGating(backbone, meta.layers, meta.groups)
+    gating = LayerGating(backbone, meta.layers, meta.groups, meta.scale_layout_slots)
     load_into(gating, state)
     return gating

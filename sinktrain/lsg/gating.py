@@ -11,8 +11,9 @@ Two hooks per gated layer on transformers' own modules, no copied modeling code:
 
 Where the image slots, V-sinks and the last prompt token are comes from the backbone's slot
 state (sinktrain.backbones.slots), recorded by the same forward: training batches, evaluation
-and ``generate()`` need no preparation. Gated are an image's patch slots (not wrapper or newline
-tokens); text keys keep scale 1.
+and ``generate()`` need no preparation. Gated are an image's patch slots; text keys keep scale 1,
+and so do layout slots (LLaVA-OneVision's row newlines) unless ``scale_layout_slots``, which puts
+them with the other (non-sink) visual tokens. V-sinks and L-sinks are patch slots either way.
 """
 
 from __future__ import annotations
@@ -52,11 +53,12 @@ def check_groups(groups: int, backbone: Backbone) -> None:
 
 
 class LayerGating:
-    def __init__(self, backbone: Backbone, layers: list[int], groups: int = 2):
+    def __init__(self, backbone: Backbone, layers: list[int], groups: int = 2, scale_layout_slots: bool = False):
         num_layers = len(backbone.decoder_layers())
         check_layers(layers, num_layers)
         check_groups(groups, backbone)
         self.backbone, self.layers, self.groups = backbone, sorted(set(layers)), groups
+        self.scale_layout_slots = scale_layout_slots
         with init_context():
             self.gates = nn.ModuleDict({str(layer): SinkGate(backbone.llm_width, groups) for layer in self.layers})
         setattr(backbone.model, GATES_ATTRIBUTE, self.gates)
@@ -107,7 +109,8 @@ class LayerGating:
 
     def _two_group_ids(self, state: SlotState) -> torch.Tensor:
         if self._two_groups is None or self._two_groups[0] is not state:
-            self._two_groups = (state, visual_groups(state.patch, state.sink_mask()))
+            scaled = state.visual if self.scale_layout_slots else state.patch
+            self._two_groups = (state, visual_groups(scaled, state.sink_mask()))
         return self._two_groups[1]
 
     def _groups_at(self, hidden: torch.Tensor, state: SlotState) -> torch.Tensor:

@@ -30,9 +30,9 @@ def to_model_device(gating: LayerGating) -> LayerGating:
 
 @contextmanager
 def scoped_gating(
-    backbone: Backbone, layers: list[int], groups: int = 2, state: dict[str, torch.Tensor] | None = None
+    backbone: Backbone, layers: list[int], groups: int = 2, state: dict[str, torch.Tensor] | None = None, scale_layout_slots: bool = False
 ) -> Iterator[LayerGating]:
-    gating = LayerGating(backbone, layers, groups)
+    gating = LayerGating(backbone, layers, groups, scale_layout_slots)
     try:
         if state is not None:
             load_into(gating, state)

@@ -45,7 +45,7 @@ def label(layers: list[int]) -> str:
 
 
 def model_shape(meta: GateMeta) -> tuple:
-    return meta.family, meta.hidden_size, meta.num_layers, meta.groups
+    return meta.family, meta.hidden_size, meta.num_layers, meta.groups, meta.scale_layout_slots
 
 
 def check_stackable(sets: list[GateSet]) -> None:
@@ -55,7 +55,7 @@ def check_stackable(sets: list[GateSet]) -> None:
     for other in sets[1:]:
         if model_shape(other.meta) != model_shape(first.meta):
             raise SinkTrainError(
-                f"gates in {other.source} (family, hidden size, layers, groups = {model_shape(other.meta)}) and in {first.source} "
+                f"gates in {other.source} (family, hidden size, layers, groups, newline slots scaled = {model_shape(other.meta)}) and in {first.source} "
                 f"({model_shape(first.meta)}) were trained for different models or group counts; stack gates of one model only"
             )
     owner: dict[int, str] = {}
@@ -81,7 +81,8 @@ def save_gate_set(gate_set: GateSet, directory: str | Path) -> None:
 
 
 def evaluate_set(backbone: Backbone, samples: list[EvalSample], gate_set: GateSet, **eval_kwargs) -> Results:
-    with scoped_gating(backbone, gate_set.meta.layers, gate_set.meta.groups, gate_set.state) as gating:
+    meta = gate_set.meta
+    with scoped_gating(backbone, meta.layers, meta.groups, gate_set.state, meta.scale_layout_slots) as gating:
         return evaluate(backbone, samples, gating, **eval_kwargs)
 
 

@@ -153,7 +153,7 @@ def setup_run(args, recipe: str, trained_demo: bool = False) -> Run:
     set_seed(args.seed)  # new modules (gates, DualMLP) start the same on every rank and in every run
     setup_logging(rank)
     model = on_main_first(lambda: demo.resolve(args.model, trained=trained_demo))
-    data = args.data or on_main_first(demo.demo_data_pattern)
+    data = args.data or on_main_first(lambda: demo.training_data(args.model))
     config = check_model_choices(args, model)
     shards = expand_shards(data)
     check_enough_shards(len(shards), world_size, args.num_workers)

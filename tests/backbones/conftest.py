@@ -34,6 +34,6 @@ def fresh(model_dir):
 
 
 @pytest.fixture(scope="module")
-def scenes() -> list[tuple[dict, Image.Image | None]]:
-    """60 demo samples as (record, PIL image or None)."""
-    return [(record, Image.open(io.BytesIO(png)).convert("RGB") if png else None) for record, png in demo_samples(60, seed=1)]
+def scenes(family) -> list[tuple[dict, Image.Image | None]]:
+    """60 demo samples as (record, PIL image or None), as the family's tests use them."""
+    return family.scenes([(record, Image.open(io.BytesIO(png)).convert("RGB") if png else None) for record, png in demo_samples(60, seed=1)])

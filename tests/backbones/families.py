@@ -15,6 +15,8 @@ from typing import Callable
 import torch
 from PIL import Image
 
+from families_onevision import onevision_crops, onevision_planted_slots, onevision_stock_inputs, varied_aspect_ratios
+
 
 def llava_stock_inputs(backbone, question: str, images: list[Image.Image], answer: str | None = None) -> dict:
     """LlavaProcessor on the v1 prompt ("USER: <image>\\nq ASSISTANT:", LLaVA-1.5's own format)."""
@@ -77,17 +79,28 @@ def watermark_slots(backbone, image: Image.Image) -> tuple[set[int], set[int]]:
     return must, may
 
 
+def same_scenes(scenes: list) -> list:
+    return scenes
+
+
+def flat_pixels(backbone, batch: dict) -> torch.Tensor:
+    return batch["pixel_values"]
+
+
 @dataclass(frozen=True)
 class Family:
     name: str  # the demo model (sinktrain.demo.BUILDERS)
     stock_inputs: Callable  # (backbone, question, images, answer=None) -> the stock model's kwargs
     sink_slots: Callable  # (backbone, image) -> (slots that must be V-sinks, slots that may be)
+    scenes: Callable = same_scenes  # the demo scenes as this family's tests use them (e.g. other aspect ratios)
+    stock_pixels: Callable = flat_pixels  # (backbone, stock batch) -> its pixels as sinktrain's collator gives them
 
 
 FAMILIES = {
     "llava": Family("llava", llava_stock_inputs, llava_planted_slots),
     "qwen2_vl": Family("qwen2_vl", qwen_stock_inputs, watermark_slots),
     "qwen2_5_vl": Family("qwen2_5_vl", qwen_stock_inputs, watermark_slots),
+    "llava_onevision": Family("llava_onevision", onevision_stock_inputs, onevision_planted_slots, varied_aspect_ratios, onevision_crops),
 }
 
 

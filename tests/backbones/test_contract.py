@@ -38,14 +38,20 @@ def stock_batch(family, backbone, scenes, n: int, answer: str | None = None) -> 
     rows = [family.stock_inputs(backbone, QUESTION, [image], answer) for _, image in with_images(scenes, n)]
     width = max(r["input_ids"].shape[1] for r in rows)
     batch = {}
-    for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
-        if key in rows[0]:
+    for key in rows[0]:
+        if key in ("input_ids", "attention_mask", "mm_token_type_ids"):
             pad = backbone.tokenizer.pad_token_id if key == "input_ids" else 0
             batch[key] = torch.cat([torch.nn.functional.pad(r[key], (width - r[key].shape[1], 0), value=pad) for r in rows])
-    for key in ("pixel_values", "image_grid_thw"):
-        if key in rows[0]:
-            batch[key] = torch.cat([r[key] for r in rows])
+        else:  # image inputs; per-image crops (LLaVA-OneVision) padded to the most, as its processor pads a batch
+            batch[key] = torch.cat(pad_dim_1([r[key] for r in rows]))
     return batch
+
+
+def pad_dim_1(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    if tensors[0].dim() < 3:
+        return tensors
+    most = max(t.shape[1] for t in tensors)
+    return [torch.cat([t, t.new_zeros(t.shape[0], most - t.shape[1], *t.shape[2:])], dim=1) for t in tensors]
 
 
 # -- the data path equals the stock inputs ---------------------------------------------------------
@@ -56,9 +62,9 @@ def test_prompts_and_slot_counts_equal_the_stock_processors(family, stock, scene
     theirs = stock_batch(family, stock, scenes, 3)
     assert torch.equal(ours["input_ids"], theirs["input_ids"])
     assert torch.equal(ours["attention_mask"], theirs["attention_mask"])
-    torch.testing.assert_close(ours["pixel_values"], theirs["pixel_values"])
+    torch.testing.assert_close(ours["pixel_values"], family.stock_pixels(stock, theirs))
     slots = (theirs["input_ids"] == stock.image_token_id).sum(dim=1).tolist()
-    assert stock.image_inputs([image for _, image in with_images(scenes, 3)])[1] == slots
+    assert [stock.image_inputs([image])[1][0] for _, image in with_images(scenes, 3)] == slots
 
 
 def test_training_example_equals_the_stock_conversation(family, stock, scenes):
@@ -120,7 +126,7 @@ def test_sink_first_moves_sinks_with_their_own_positions(family, stock, fresh, s
     with torch.no_grad():
         stock.forward(batch)
     handle.remove()
-    sinks, visual = stock.slots.state.v_sinks.clone(), stock.slots.state.visual.clone()
+    sinks, visual, patch = (mask.clone() for mask in (stock.slots.state.v_sinks, stock.slots.state.visual, stock.slots.state.patch))
     attach_dual_mlp(fresh, sink_first=True)
     after, handle = capture_llm_inputs(fresh)
     with torch.no_grad():
@@ -128,13 +134,16 @@ def test_sink_first_moves_sinks_with_their_own_positions(family, stock, fresh, s
     handle.remove()
     moved = 0
     for row in range(len(chosen)):
-        slots = visual[row].nonzero().flatten()
+        slots = patch[row].nonzero().flatten()  # image content; layout slots (newlines) stay where they are
         order = torch.cat([slots[sinks[row][slots]], slots[~sinks[row][slots]]])
         moved += int((order != slots).any())
         positions_before = position_rows(before[0], row, order)
         positions_after = position_rows(after[0], row, slots)
         assert torch.equal(positions_after, positions_before), row  # each token keeps its own position ids
         assert fresh.slots.state.v_sinks[row][slots].tolist() == sorted(sinks[row][slots].tolist(), reverse=True)
+        layout = (visual[row] & ~patch[row]).nonzero().flatten()
+        assert torch.equal(position_rows(after[0], row, layout), position_rows(before[0], row, layout))
+        assert torch.equal(fresh.slots.state.patch[row], patch[row])
     assert moved >= 2, "the fixture should move some sinks"
 
 
@@ -252,7 +261,8 @@ def test_sdpa_equals_eager_under_gates(family, model_dir, stock, scenes):
         non_neutral_gates(backbone, [1, 3])
         outputs.append(logits_of(backbone.model, inputs))
     real = inputs["attention_mask"].bool()  # padded query rows are undefined and differ by kernel
-    assert (outputs[0][real] - outputs[1][real]).abs().max() < 1e-5
+    # fp32 rounding of two kernels: up to 1.4e-5 measured on LLaVA-OneVision's longest prompts (~120 positions)
+    assert (outputs[0][real] - outputs[1][real]).abs().max() < 3e-5
 
 
 def test_kv_cache_generation_equals_full_recompute(family, fresh, stock, scenes):

@@ -1,0 +1,162 @@
+"""The embedded tiny LLaVA-OneVision: a real ``LlavaOnevisionForConditionalGeneration`` with planted sinks.
+
+LLaVA-OneVision's shape in miniature: a SigLIP tower (4 layers of width 64, no head) on 32-pixel
+crops of 8-pixel patches (16 tokens per crop; SO400M: 729), AnyRes grids up to 3x3 crops with
+``anyres_max_4`` (so a 96-pixel demo scene, 3x3 tiles + base, is unpadded and shrunk to 8x8 plus
+8 newlines: 88 slots), the Linear-GELU-Linear projector, a 4-layer Qwen2 LLM of width 128 and the
+ChatML tokenizer of the Qwen demo with ``<image>``. Weights are random from a fixed seed, plus:
+
+* V-sinks in SigLIP's first layer, as SO400M has them "from the first encoder layer on" (LSG
+  paper, Appendix): a marker channel (patch brightness plus a per-position bias at the four corners
+  of every crop) drives one steep MLP neuron of layer 0 that writes massive values into SINK_DIM;
+  the residual carries them to the last layer, which the projector reads. Dark corners stay off.
+* L-sinks at raw magnitudes, as the LSG paper reads them on this model (tau_L 50, no RMSNorm): a
+  second ViT marker at four edge positions of each crop drives a projector neuron that lifts LLM
+  channel L_MARKER_DIM, and an MLP neuron of LLM layer 1 writes ~100-1000 into LLM_SINK_DIMS there;
+  ordinary tokens stay below ~10.
+* ``image_newline`` stays random: newline slots are never sinks (the backbone masks them out).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+    LlavaOnevisionImageProcessorPil,
+    Qwen2Config,
+    SiglipVisionConfig,
+)
+
+from sinktrain.backbones.processor import ImageTextProcessor
+from sinktrain.backbones.profiles import SinkProfile, save_profile
+from sinktrain.backbones.registry import PROFILE_FILE
+from sinktrain.demo import llava
+from sinktrain.demo.cache import reproducible
+from sinktrain.demo.qwen2_vl import train_tokenizer
+
+SEED = 0
+CROP, PATCH = 32, 8  # 4 x 4 = 16 tokens per crop
+SIDE = CROP // PATCH
+PINPOINTS = [[32, 32], [32, 64], [64, 32], [64, 64], [32, 96], [96, 32], [64, 96], [96, 64], [96, 96]]
+ASPECT = "anyres_max_4"  # 3x3 and full 2x3 grids exceed 4 crops' worth of tokens: they are shrunk
+VIT_HIDDEN, VIT_LAYERS, LLM_HIDDEN, LLM_LAYERS = 64, 4, 128, 4
+SPECIAL_TOKENS = ["<image>", "<video>"]
+
+# The V-sink circuit (see the module docstring); numbers as the tiny LLaVA's, per crop.
+SINK_DIM, MARKER_DIM, SINK_NEURON, SINK_LAYER = 37, 5, 0, 0
+CANDIDATES = (0, SIDE - 1, SIDE * (SIDE - 1), SIDE * SIDE - 1)  # the corners of every crop
+TAU_V = 40.0  # the LSG paper's tau_V for SigLIP-SO400M; sinks reach ~100-1000, other tokens < 5
+
+# The L-sink circuit, read raw.
+L_CANDIDATES = (1, SIDE, 2 * SIDE - 1, SIDE * SIDE - 2)  # edge positions, never corners
+VIT_L_MARKER_DIM, L_MARKER_DIM, PROJECTOR_NEURON, LLM_NEURON, L_SINK_LAYER = 9, 7, 0, 0, 1
+L_MARKER_OFFSET = -2.0
+LLM_SINK_DIMS = (93, 17)
+L_NEURON_GAIN, L_SINK_GAIN = 2.0, 20.0
+TAU_L = 50.0  # the LSG paper's tau_L for LLaVA-OneVision, on raw magnitudes
+
+
+def chat_template() -> str:
+    """LLaVA-OneVision's HF chat template: each message's images first, one "<image>\\n" each."""
+    return (
+        "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+        "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+        "{% for part in message['content'] if part['type'] == 'image' %}<image>\n{% endfor %}"
+        "{% for part in message['content'] if part['type'] == 'text' %}{{ part['text'] }}{% endfor %}"
+        "{% endif %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+
+
+def demo_config(tokenizer) -> LlavaOnevisionConfig:
+    vision = SiglipVisionConfig(
+        hidden_size=VIT_HIDDEN, intermediate_size=2 * VIT_HIDDEN, num_hidden_layers=VIT_LAYERS, num_attention_heads=4,
+        image_size=CROP, patch_size=PATCH, vision_use_head=False,
+    )
+    text = Qwen2Config(
+        hidden_size=LLM_HIDDEN, intermediate_size=2 * LLM_HIDDEN, num_hidden_layers=LLM_LAYERS, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=2048, tie_word_embeddings=False,
+        bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlavaOnevisionConfig(
+        vision_config=vision, text_config=text, image_grid_pinpoints=PINPOINTS, vision_aspect_ratio=ASPECT,
+        vision_feature_layer=-1, vision_feature_select_strategy="full", projector_hidden_act="gelu",
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
+    )
+
+
+def plant_markers(embeddings) -> None:
+    """Both ViT marker channels: brightness plus a bias at their positions (SigLIP: no CLS)."""
+    pixels = embeddings.patch_embedding.weight[MARKER_DIM].numel()
+    for dim, positions in ((MARKER_DIM, CANDIDATES), (VIT_L_MARKER_DIM, L_CANDIDATES)):
+        embeddings.patch_embedding.weight[dim] = llava.MARKER_BRIGHTNESS / pixels
+        embeddings.patch_embedding.bias[dim] = 0.0
+        embeddings.position_embedding.weight[:, dim] = llava.NON_CANDIDATE_MARKER
+        for position, bias in zip(positions, llava.CANDIDATE_BIAS):
+            embeddings.position_embedding.weight[position, dim] = bias
+
+
+def plant_v_sinks(vision_tower) -> None:
+    plant_markers(vision_tower.embeddings)
+    mlp = vision_tower.encoder.layers[SINK_LAYER].mlp
+    mlp.fc1.weight[SINK_NEURON] = 0.0
+    mlp.fc1.weight[SINK_NEURON, MARKER_DIM] = llava.NEURON_GAIN
+    mlp.fc1.bias[SINK_NEURON] = 0.0
+    mlp.fc2.weight[:, SINK_NEURON] = 0.0
+    mlp.fc2.weight[SINK_DIM, SINK_NEURON] = llava.SINK_GAIN
+
+
+def plant_l_sinks(model) -> None:
+    """The projector neuron on the L marker and the LLM neuron writing the L-sink dims (raw)."""
+    projector = model.model.multi_modal_projector
+    projector.linear_1.weight[PROJECTOR_NEURON] = 0.0
+    projector.linear_1.weight[PROJECTOR_NEURON, VIT_L_MARKER_DIM] = 4.0
+    projector.linear_1.bias[PROJECTOR_NEURON] = 0.0
+    projector.linear_2.weight[:, PROJECTOR_NEURON] = 0.0
+    projector.linear_2.weight[L_MARKER_DIM, PROJECTOR_NEURON] = 1.0
+    projector.linear_2.bias[L_MARKER_DIM] = L_MARKER_OFFSET
+    mlp = model.model.language_model.layers[L_SINK_LAYER].mlp
+    for proj in (mlp.gate_proj, mlp.up_proj):  # up = gate: the neuron outputs silu(g) * g
+        proj.weight[LLM_NEURON] = 0.0
+        proj.weight[LLM_NEURON, L_MARKER_DIM] = L_NEURON_GAIN
+    mlp.down_proj.weight[:, LLM_NEURON] = 0.0
+    mlp.down_proj.weight[list(LLM_SINK_DIMS), LLM_NEURON] = L_SINK_GAIN
+
+
+def open_projector(model) -> None:
+    """Blind to the planted channels, 4x the default output scale: as the tiny LLaVA (its docstring)."""
+    projector = model.model.multi_modal_projector
+    projector.linear_1.weight[:, [SINK_DIM, MARKER_DIM, VIT_L_MARKER_DIM]] = 0.0
+    projector.linear_2.weight *= llava.PROJECTOR_GAIN
+
+
+def demo_profile() -> SinkProfile:
+    return SinkProfile(
+        name="sinktrain-demo-llava_onevision", vision_tower="sinktrain-demo-siglip", vit_dims=[SINK_DIM], vit_layer=-1,
+        criterion="dim_threshold", tau_v=TAU_V, llm_dims=list(LLM_SINK_DIMS), tau_l=TAU_L, llm_rms_norm=False,
+        hidden_size_vit=VIT_HIDDEN, hidden_size_llm=LLM_HIDDEN,
+    )
+
+
+def build(out_dir: Path) -> None:
+    """Write the tiny LLaVA-OneVision: weights, config, tokenizer, image processor, sink profile."""
+    out_dir.mkdir(parents=True)
+    tokenizer = train_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
+    with reproducible(SEED), torch.no_grad():
+        model = LlavaOnevisionForConditionalGeneration(demo_config(tokenizer)).eval()
+        plant_v_sinks(model.model.vision_tower)
+        open_projector(model)
+        plant_l_sinks(model)
+    model.save_pretrained(out_dir)
+    # LlavaOnevisionProcessor cannot be built without torchvision (its video processor needs it):
+    # the directory gets its parts, which is what sinktrain loads (sinktrain.backbones.processor).
+    image_processor = LlavaOnevisionImageProcessorPil(
+        size={"height": CROP, "width": CROP}, image_grid_pinpoints=PINPOINTS, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+    )
+    tokenizer.chat_template = chat_template()
+    ImageTextProcessor(tokenizer, image_processor).save_pretrained(out_dir)
+    save_profile(demo_profile(), out_dir / PROFILE_FILE)
