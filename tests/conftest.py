@@ -1,6 +1,7 @@
-"""Shared fixtures: a per-session sinktrain cache, the tiny demo LLaVA, a DeepSpeed launcher, and a
-check that no test leaves DeepSpeed shared memory behind."""
+"""Shared fixtures: a per-session sinktrain cache, the tiny demo LLaVA, a DeepSpeed launcher, the
+sinktrain logger's warnings, and a check that no test leaves DeepSpeed shared memory behind."""
 
+import logging
 import os
 import socket
 import subprocess
@@ -76,3 +77,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def sinktrain_warnings(caplog):
+    """Warnings of the 'sinktrain' logger, even where setup_logging turned propagation off."""
+    logger = logging.getLogger("sinktrain")
+    logger.addHandler(caplog.handler)
+    with caplog.at_level(logging.WARNING, logger="sinktrain"):
+        yield caplog
+    logger.removeHandler(caplog.handler)

@@ -1,20 +1,28 @@
 """The embedded tiny LLaVA-OneVision: a real ``LlavaOnevisionForConditionalGeneration`` with planted sinks.
 
 LLaVA-OneVision's shape in miniature: a SigLIP tower (4 layers of width 64, no head) on 32-pixel
-crops of 8-pixel patches (16 tokens per crop; SO400M: 729), AnyRes grids up to 3x3 crops with
-``anyres_max_4`` (so a 96-pixel demo scene, 3x3 tiles + base, is unpadded and shrunk to 8x8 plus
-8 newlines: 88 slots), the Linear-GELU-Linear projector, a 4-layer Qwen2 LLM of width 128 and the
-ChatML tokenizer of the Qwen demo with ``<image>``. Weights are random from a fixed seed, plus:
+crops of 8-pixel patches (16 tokens per crop; SO400M: 729), AnyRes grids up to 2x2 crops with
+``anyres_max_9`` as the released models (a 96-pixel demo scene: base crop + 2x2 tiles, 16 + 8x8
+slots plus 8 newlines = 88), the Linear-GELU-Linear projector, a 4-layer Qwen2 LLM of width 128
+and the ChatML tokenizer of the Qwen demo with ``<image>``. No demo grid exceeds 9 crops' worth of
+tokens, so no demo image is shrunk: every slot is one crop token and a planted sink stays one
+slot (a shrunk grid blends 4 tokens into each slot and would smear it over its neighbours; the
+tests shrink grids with a smaller ``anyres_max``). Weights are random from a fixed seed, plus:
 
 * V-sinks in SigLIP's first layer, as SO400M has them "from the first encoder layer on" (LSG
-  paper, Appendix): a marker channel (patch brightness plus a per-position bias at the four corners
-  of every crop) drives one steep MLP neuron of layer 0 that writes massive values into SINK_DIM;
-  the residual carries them to the last layer, which the projector reads. Dark corners stay off.
+  paper, Appendix): a marker channel (patch brightness plus a per-position bias at two corners of
+  every crop) drives a step of two MLP neurons of layer 0 (gelu(g m) - gelu(g m - 1): 0 below the
+  marker's threshold, 1 just above it) that writes SINK_GAIN into SINK_DIM; the residual carries
+  it to the last layer, which the projector reads. A step, not one steep neuron as in the tiny
+  LLaVA: a crop corner falls anywhere on the scene (AnyRes tiles, the resized base crop), so
+  corner brightness takes every value, and one neuron's output would fill the gap between sinks
+  and ordinary tokens that find_sink_dims needs (real V-sinks are bimodal).
 * L-sinks at raw magnitudes, as the LSG paper reads them on this model (tau_L 50, no RMSNorm): a
-  second ViT marker at four edge positions of each crop drives a projector neuron that lifts LLM
-  channel L_MARKER_DIM, and an MLP neuron of LLM layer 1 writes ~100-1000 into LLM_SINK_DIMS there;
-  ordinary tokens stay below ~10.
-* ``image_newline`` stays random: newline slots are never sinks (the backbone masks them out).
+  second ViT marker at one edge position of each crop drives a step of two projector neurons that
+  lifts LLM channel L_MARKER_DIM, and an MLP neuron of LLM layer 1 writes ~1000 into
+  LLM_SINK_DIMS there; ordinary tokens stay below ~10.
+* ``image_newline`` stays random but for L_MARKER_DIM (off): newline slots are never sinks (the
+  backbone masks them out anyway).
 """
 
 from __future__ import annotations
@@ -40,20 +48,25 @@ from sinktrain.demo.qwen2_vl import train_tokenizer
 SEED = 0
 CROP, PATCH = 32, 8  # 4 x 4 = 16 tokens per crop
 SIDE = CROP // PATCH
-PINPOINTS = [[32, 32], [32, 64], [64, 32], [64, 64], [32, 96], [96, 32], [64, 96], [96, 64], [96, 96]]
-ASPECT = "anyres_max_4"  # 3x3 and full 2x3 grids exceed 4 crops' worth of tokens: they are shrunk
+PINPOINTS = [[32, 32], [32, 64], [64, 32], [64, 64]]
+ASPECT = "anyres_max_9"  # as llava-onevision-qwen2-7b-ov; a 2x2 grid (4 crops' tokens) is never shrunk
 VIT_HIDDEN, VIT_LAYERS, LLM_HIDDEN, LLM_LAYERS = 64, 4, 128, 4
 SPECIAL_TOKENS = ["<image>", "<video>"]
+STEP_GAIN = 16384.0  # a step rises over 1/16384 of its marker's range: hardly a token lands on it
 
-# The V-sink circuit (see the module docstring); numbers as the tiny LLaVA's, per crop.
-SINK_DIM, MARKER_DIM, SINK_NEURON, SINK_LAYER = 37, 5, 0, 0
-CANDIDATES = (0, SIDE - 1, SIDE * (SIDE - 1), SIDE * SIDE - 1)  # the corners of every crop
-TAU_V = 40.0  # the LSG paper's tau_V for SigLIP-SO400M; sinks reach ~100-1000, other tokens < 5
+# The V-sink circuit (see the module docstring).
+SINK_DIM, MARKER_DIM, SINK_NEURONS, SINK_LAYER = 37, 5, (0, 1), 0
+# Two corners of every crop, against half the patch brightness as in the tiny LLaVA: the top-left
+# one fires on almost any content, the bottom-right one on white only. One or two sinks in 16
+# tokens, so sinks stay a small share of the tokens, as in SO400M (find_sink_dims relies on it).
+CANDIDATES, CANDIDATE_BIAS = (0, SIDE * SIDE - 1), (1.5, -0.3)
+SINK_GAIN = 400.0  # sinks reach ~400 in SINK_DIM, ordinary tokens stay below ~10
+TAU_V = 40.0  # the LSG paper's tau_V for SigLIP-SO400M
 
-# The L-sink circuit, read raw.
-L_CANDIDATES = (1, SIDE, 2 * SIDE - 1, SIDE * SIDE - 2)  # edge positions, never corners
-VIT_L_MARKER_DIM, L_MARKER_DIM, PROJECTOR_NEURON, LLM_NEURON, L_SINK_LAYER = 9, 7, 0, 0, 1
-L_MARKER_OFFSET = -2.0
+# The L-sink circuit, read raw: one edge position per crop, firing on any content.
+L_CANDIDATES, L_CANDIDATE_BIAS = (1,), (1.5,)
+VIT_L_MARKER_DIM, L_MARKER_DIM, PROJECTOR_NEURONS, LLM_NEURON, L_SINK_LAYER = 9, 7, (0, 1), 0, 1
+L_MARKER_OFFSET, L_MARKER_HEIGHT = -2.0, 8.0  # L_MARKER_DIM: -2 on ordinary visual tokens, +6 on marked ones
 LLM_SINK_DIMS = (93, 17)
 L_NEURON_GAIN, L_SINK_GAIN = 2.0, 20.0
 TAU_L = 50.0  # the LSG paper's tau_L for LLaVA-OneVision, on raw magnitudes
@@ -91,34 +104,60 @@ def demo_config(tokenizer) -> LlavaOnevisionConfig:
 def plant_markers(embeddings) -> None:
     """Both ViT marker channels: brightness plus a bias at their positions (SigLIP: no CLS)."""
     pixels = embeddings.patch_embedding.weight[MARKER_DIM].numel()
-    for dim, positions in ((MARKER_DIM, CANDIDATES), (VIT_L_MARKER_DIM, L_CANDIDATES)):
+    for dim, positions, biases in ((MARKER_DIM, CANDIDATES, CANDIDATE_BIAS), (VIT_L_MARKER_DIM, L_CANDIDATES, L_CANDIDATE_BIAS)):
         embeddings.patch_embedding.weight[dim] = llava.MARKER_BRIGHTNESS / pixels
         embeddings.patch_embedding.bias[dim] = 0.0
         embeddings.position_embedding.weight[:, dim] = llava.NON_CANDIDATE_MARKER
-        for position, bias in zip(positions, llava.CANDIDATE_BIAS):
+        for position, bias in zip(positions, biases):
             embeddings.position_embedding.weight[position, dim] = bias
 
 
 def plant_v_sinks(vision_tower) -> None:
+    """The markers, the V-sink step, and a clean L marker: no layer writes VIT_L_MARKER_DIM, so the
+    projector reads there what the embeddings put (random writes would push non-candidates over
+    the projector's step)."""
     plant_markers(vision_tower.embeddings)
+    for layer in vision_tower.encoder.layers:
+        layer.self_attn.out_proj.weight[VIT_L_MARKER_DIM] = 0.0
+        layer.self_attn.out_proj.bias[VIT_L_MARKER_DIM] = 0.0
+        layer.mlp.fc2.weight[VIT_L_MARKER_DIM] = 0.0
+        layer.mlp.fc2.bias[VIT_L_MARKER_DIM] = 0.0
     mlp = vision_tower.encoder.layers[SINK_LAYER].mlp
-    mlp.fc1.weight[SINK_NEURON] = 0.0
-    mlp.fc1.weight[SINK_NEURON, MARKER_DIM] = llava.NEURON_GAIN
-    mlp.fc1.bias[SINK_NEURON] = 0.0
-    mlp.fc2.weight[:, SINK_NEURON] = 0.0
-    mlp.fc2.weight[SINK_DIM, SINK_NEURON] = llava.SINK_GAIN
+    for neuron, offset, sign in zip(SINK_NEURONS, (0.0, -1.0), (1.0, -1.0)):
+        mlp.fc1.weight[neuron] = 0.0
+        mlp.fc1.weight[neuron, MARKER_DIM] = STEP_GAIN
+        mlp.fc1.bias[neuron] = offset
+        mlp.fc2.weight[:, neuron] = 0.0
+        mlp.fc2.weight[SINK_DIM, neuron] = sign * SINK_GAIN
+
+
+def planted_v_sink_value(mlp, fc1_out: torch.Tensor) -> torch.Tensor:
+    """What the planted step writes into SINK_DIM, from layer SINK_LAYER's fc1 output (ground truth for tests)."""
+    on, off = (mlp.activation_fn(fc1_out[..., neuron]) for neuron in SINK_NEURONS)
+    return SINK_GAIN * (on - off)
 
 
 def plant_l_sinks(model) -> None:
-    """The projector neuron on the L marker and the LLM neuron writing the L-sink dims (raw)."""
+    """The projector step on the L marker and the LLM neuron writing the L-sink dims (raw)."""
     projector = model.model.multi_modal_projector
-    projector.linear_1.weight[PROJECTOR_NEURON] = 0.0
-    projector.linear_1.weight[PROJECTOR_NEURON, VIT_L_MARKER_DIM] = 4.0
-    projector.linear_1.bias[PROJECTOR_NEURON] = 0.0
-    projector.linear_2.weight[:, PROJECTOR_NEURON] = 0.0
-    projector.linear_2.weight[L_MARKER_DIM, PROJECTOR_NEURON] = 1.0
+    projector.linear_2.weight[L_MARKER_DIM] = 0.0  # only the step writes L_MARKER_DIM
+    for neuron, offset, sign in zip(PROJECTOR_NEURONS, (0.0, -1.0), (1.0, -1.0)):
+        projector.linear_1.weight[neuron] = 0.0
+        projector.linear_1.weight[neuron, VIT_L_MARKER_DIM] = STEP_GAIN
+        projector.linear_1.bias[neuron] = offset
+        projector.linear_2.weight[:, neuron] = 0.0
+        projector.linear_2.weight[L_MARKER_DIM, neuron] = sign * L_MARKER_HEIGHT
     projector.linear_2.bias[L_MARKER_DIM] = L_MARKER_OFFSET
-    mlp = model.model.language_model.layers[L_SINK_LAYER].mlp
+    llm = model.model.language_model
+    # Nothing else writes L_MARKER_DIM up to the neuron: a text token's random value there, read
+    # raw at this gain, would fire it (the tiny LLaVA reads RMS-normalised values and need not care).
+    llm.embed_tokens.weight[:, L_MARKER_DIM] = 0.0
+    model.model.image_newline[L_MARKER_DIM] = L_MARKER_OFFSET  # newline slots carry it too: off
+    for layer in llm.layers[: L_SINK_LAYER + 1]:
+        layer.self_attn.o_proj.weight[L_MARKER_DIM] = 0.0
+    for layer in llm.layers[:L_SINK_LAYER]:
+        layer.mlp.down_proj.weight[L_MARKER_DIM] = 0.0
+    mlp = llm.layers[L_SINK_LAYER].mlp
     for proj in (mlp.gate_proj, mlp.up_proj):  # up = gate: the neuron outputs silu(g) * g
         proj.weight[LLM_NEURON] = 0.0
         proj.weight[LLM_NEURON, L_MARKER_DIM] = L_NEURON_GAIN

@@ -17,7 +17,9 @@ from transformers.models.llava_onevision.modeling_llava_onevision import image_s
 
 from sinktrain.data.chat.formats import QWEN_SYSTEM
 
-ASPECTS = ((96, 96), (96, 48), (48, 96))  # 3x3 tiles shrunk; 2x3 and 3x2 tiles unpadded: other newline layouts
+# (width, height): 2x2 tiles (8x8 tokens, 8 newlines), 2x2 tiles unpadded to 6x8, 2x1 tiles (8x4):
+# other crop counts and newline layouts (a shrunk grid: test_llava_onevision.py)
+ASPECTS = ((96, 96), (96, 64), (40, 96))
 
 
 @dataclass
@@ -82,7 +84,6 @@ def onevision_planted_slots(backbone, image: Image.Image) -> tuple[set[int], set
     tokens (channel 1), and the LLM's input embeddings at the image's slots are read back. A slot
     blended from several tokens is a sink when any of them is (> 0); newline slots carry
     ``image_newline`` instead of the marker and are never sinks."""
-    from sinktrain.demo import llava as tiny_llava
     from sinktrain.demo import llava_onevision as planted
 
     inputs = onevision_stock_inputs(backbone, "?", [image])
@@ -90,7 +91,7 @@ def onevision_planted_slots(backbone, image: Image.Image) -> tuple[set[int], set
     verdict = {}
 
     def neuron(module, args, out):
-        verdict["sink"] = mlp.activation_fn(out[..., planted.SINK_NEURON]) * tiny_llava.SINK_GAIN > planted.TAU_V
+        verdict["sink"] = planted.planted_v_sink_value(mlp, out) > planted.TAU_V
 
     def replace(module, args, out):
         flags = torch.zeros_like(out)

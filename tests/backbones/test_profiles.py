@@ -18,6 +18,9 @@ from transformers import (
     LlamaForCausalLM,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    LlavaOnevisionConfig,
+    Qwen2Config,
+    SiglipVisionConfig,
 )
 
 from sinktrain.backbones.profiles import (
@@ -242,6 +245,24 @@ def test_resolve_profile_builtin(tmp_path):
     profile = resolve_profile(str(tmp_path), llava_1_5_7b_config(), None)
     assert profile == known_profile("clip-vit-l-14-336", "llama-2-7b")
     assert profile.name == "clip-vit-l-14-336+llama-2-7b"
+
+
+def llava_onevision_7b_config() -> LlavaOnevisionConfig:
+    """llava-onevision-qwen2-7b-ov-hf's shapes: SigLIP-SO400M (26 layers kept, the last one feeds
+    the projector, 'full' strategy) and Qwen2-7B (config only: never instantiated)."""
+    vision = SiglipVisionConfig(
+        hidden_size=1152, intermediate_size=4304, num_attention_heads=16, num_hidden_layers=26, patch_size=14, image_size=384,
+    )
+    text = Qwen2Config(hidden_size=3584, intermediate_size=18944, num_attention_heads=28, num_hidden_layers=28, num_key_value_heads=4)
+    return LlavaOnevisionConfig(vision_config=vision, text_config=text, vision_feature_layer=-1, vision_feature_select_strategy="full")
+
+
+def test_resolve_profile_builtin_llava_onevision(tmp_path):
+    """The real model gets the SigLIP + Qwen2-7B profile, and it passes the family's checks (the
+    projector's layer, widths): V-sinks on dim 1076 at tau 40, raw L-sinks at 50."""
+    profile = resolve_profile(str(tmp_path), llava_onevision_7b_config(), None)
+    assert profile == known_profile("siglip-so400m-14-384", "qwen2-7b")
+    assert profile.vit_layer == -1 and not profile.llm_rms_norm
 
 
 def test_resolve_profile_checks_widths_of_flag_file(demo_model_dir, tmp_path):

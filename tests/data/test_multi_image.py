@@ -37,16 +37,6 @@ def qwen(one_thread):
     return load_backbone(str(ensure_demo_model("qwen2_vl")))
 
 
-@pytest.fixture
-def sinktrain_warnings(caplog):
-    """Warnings of the 'sinktrain' logger, even where setup_logging turned propagation off."""
-    logger = logging.getLogger("sinktrain")
-    logger.addHandler(caplog.handler)
-    with caplog.at_level(logging.WARNING, logger="sinktrain"):
-        yield caplog
-    logger.removeHandler(caplog.handler)
-
-
 def jpeg(size, colour) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, format="JPEG")

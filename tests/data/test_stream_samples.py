@@ -29,16 +29,6 @@ from stream_helpers import Keyed, always_bad, chat, key_of, png, write_sized
 M = -100  # IGNORE_INDEX, written out so a change there fails these tests
 
 
-@pytest.fixture
-def sinktrain_warnings(caplog):
-    """Warnings of the 'sinktrain' logger, even where setup_logging turned propagation off."""
-    logger = logging.getLogger("sinktrain")
-    logger.addHandler(caplog.handler)
-    with caplog.at_level(logging.WARNING, logger="sinktrain"):
-        yield caplog
-    logger.removeHandler(caplog.handler)
-
-
 # --- 1. unreadable shard data -------------------------------------------------------------------
 
 

@@ -56,7 +56,7 @@ def test_newline_keys_keep_scale_one_unless_asked(model_dir, scale_layout_slots)
     backbone = load_backbone(str(model_dir))
     gating = LayerGating(backbone, [2], scale_layout_slots=scale_layout_slots)
     gating.fixed[2] = torch.tensor([C_SINK, C_REST])
-    images = [scenes(3)[0], scenes(3)[1].crop((0, 0, 96, 48)), scenes(3)[2].crop((0, 0, 48, 96))]
+    images = [scenes(3)[0], scenes(3)[1].crop((0, 0, 96, 64)), scenes(3)[2].crop((0, 0, 40, 96))]
     inputs = prompt_inputs(backbone, eval_samples(images), backbone.default_template)
     store, handle = llm_inputs(backbone)
     with torch.no_grad():
@@ -65,7 +65,7 @@ def test_newline_keys_keep_scale_one_unless_asked(model_dir, scale_layout_slots)
     newline = (store[0] == backbone.model.model.image_newline).all(-1)  # ground truth from the model's own packing
     state, scale = backbone.slots.state, gating.scales[2]
     assert torch.equal(newline, state.visual & ~state.patch)
-    assert newline.sum(1).tolist() == [8, 6, 12]  # one per packed grid row: 8x8 shrunk, 6x12 and 12x6 unpadded
+    assert newline.sum(1).tolist() == [8, 6, 8]  # one per packed grid row: 8x8, 6x8 unpadded, 8x4
     assert state.v_sinks.any() and not (state.v_sinks & newline).any()
     assert torch.all(scale[state.v_sinks] == C_SINK)
     assert torch.all(scale[state.patch & ~state.v_sinks] == C_REST)
