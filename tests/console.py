@@ -1,6 +1,6 @@
 """What a recipe or tool prints must be free of third-party noise (sinktrain.log.quiet_third_party)."""
 
-NOISE = ("FutureWarning", "Loading weights")  # torch's deprecation warnings, transformers' load bars
+NOISE = ("FutureWarning", "Loading weights", "Writing model shards")  # torch's deprecation warnings, transformers' progress bars
 
 
 def check_quiet(console: str) -> None:

@@ -62,7 +62,7 @@ def build_inputs(backbone, family, args, generator: torch.Generator) -> tuple[Ba
         conversations = sized_conversation(backbone, image_slots, args.text_tokens, words, seed)
         sample = encoder.encode(conversations, [image])
         samples.append({**sample, "reader": 0, "index": index, "bad": False})
-        prompts.append(EvalSample(key=str(index), category="bench", question=conversations[:1], answer="", image=image))
+        prompts.append(EvalSample(key=str(index), category="bench", question=conversations[:1], answer="", images=(image,)))
         slots += image_slots
     batch, _ = collate(samples)
     return batch, prompt_inputs(backbone, prompts, backbone.default_template), slots

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import webdataset as wds
 from PIL import Image
 
-from sinktrain.data.encode import decode_image, image_member
+from sinktrain.data.encode import decode_image, image_members
 from sinktrain.data.stream import BadSample, expand_shards
 from sinktrain.data.chat.conversation import GPT, HUMAN, IMAGE_PLACEHOLDER
 from sinktrain.errors import SinkTrainError
@@ -32,7 +32,7 @@ class EvalSample:
     category: str
     question: list[dict]  # the first human turn as a one-turn conversation (a generation prompt)
     answer: str
-    image: Image.Image | None  # None for text-only samples
+    images: tuple[Image.Image, ...] = ()  # in <image> order; none for text-only samples
 
 
 def read_eval_set(spec: str, limit: int | None = None) -> list[EvalSample]:
@@ -55,14 +55,14 @@ def where(raw: dict) -> str:
 
 def eval_sample(raw: dict) -> EvalSample:
     record = read_record(raw)
-    member = image_member(raw)
     try:
-        image = decode_image(member[1]) if member else None
+        members = image_members(raw)
+        images = tuple(decode_image(data, name if len(members) > 1 else None) for name, data in members)
     except BadSample as err:
         raise SinkTrainError(f"{where(raw)}: {err}; regenerate the shard with tools/make_shards.py") from err
     question, answer = first_exchange(record, raw)
-    prompt = [{"from": HUMAN, "value": prompt_text(question, image, raw)}]
-    return EvalSample(raw["__key__"], category_of(record, raw), prompt, answer, image)
+    prompt = [{"from": HUMAN, "value": prompt_text(question, len(images), raw)}]
+    return EvalSample(raw["__key__"], category_of(record, raw), prompt, answer, images)
 
 
 def read_record(raw: dict) -> dict:
@@ -100,9 +100,13 @@ def category_of(record: dict, raw: dict) -> str:
     return category
 
 
-def prompt_text(question: str, image: Image.Image | None, raw: dict) -> str:
-    if image is None and IMAGE_PLACEHOLDER in question:
-        raise SinkTrainError(f"{where(raw)} asks about {IMAGE_PLACEHOLDER} but the sample has no image; {FIX}")
-    if image is not None and IMAGE_PLACEHOLDER not in question:
+def prompt_text(question: str, images: int, raw: dict) -> str:
+    markers = question.count(IMAGE_PLACEHOLDER)
+    if images == 1 and markers == 0:
         return f"{IMAGE_PLACEHOLDER}\n{question}"  # where LLaVA's own loader puts an unmentioned image
+    if markers != images:
+        raise SinkTrainError(
+            f"{where(raw)}: its question has {markers} {IMAGE_PLACEHOLDER} marker(s) but the sample has {images} "
+            f"image(s); the first question must mark every image once; {FIX}"
+        )
     return question

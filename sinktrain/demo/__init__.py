@@ -32,7 +32,7 @@ PREFIX = "demo"
 
 __all__ = [
     "BUILDERS", "cache_dir", "demo_data_pattern", "demo_eval_pattern", "demo_multi_image_pattern", "ensure_demo_model",
-    "ensure_demo_shards", "ensure_demo_trained_model", "resolve", "training_data",
+    "ensure_demo_shards", "ensure_demo_trained_model", "resolve", "trained_builder", "training_data",
 ]
 MULTI_IMAGE_FAMILIES = ("llava_onevision",)  # trained on multi-image samples; the others keep the data their numbers were measured on
 
@@ -47,11 +47,17 @@ def ensure_demo_model(name: str = DEFAULT) -> Path:
     return build_once(cache_dir() / f"demo-{check_name(name)}-v{DEMO_VERSION}", BUILDERS[name])
 
 
-def ensure_demo_trained_model(name: str = DEFAULT) -> Path:
-    from sinktrain.demo.trained import pretrain_demo_model
+def trained_builder(name: str, steps: int | None = None) -> Callable[[Path], None]:
+    """Builds ``name``'s trained demo model into a directory: its demo model finetuned on the data
+    its recipes train on (``training_data``); ``steps`` shortens the schedule (tests)."""
+    from sinktrain.demo.trained import PRETRAIN_STEPS, pretrain_demo_model
 
-    base = ensure_demo_model(name)
-    return build_once(cache_dir() / f"demo-{name}-trained-v{DEMO_VERSION}", partial(pretrain_demo_model, base))
+    data = training_data(f"{PREFIX}:{check_name(name)}")
+    return partial(pretrain_demo_model, ensure_demo_model(name), steps=steps or PRETRAIN_STEPS, data=data)
+
+
+def ensure_demo_trained_model(name: str = DEFAULT) -> Path:
+    return build_once(cache_dir() / f"demo-{check_name(name)}-trained-v{DEMO_VERSION}", trained_builder(name))
 
 
 def demo_name(spec: str | None) -> str | None:

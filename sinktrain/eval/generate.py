@@ -37,7 +37,7 @@ def prompt_inputs(backbone: Backbone, samples: list[EvalSample], template: str) 
     """Left-padded generation prompts and their images, as the model's own keyword arguments."""
     prompts, visions = [], []
     for sample in samples:
-        vision, slots = backbone.image_inputs([sample.image]) if sample.image is not None else ({}, [])
+        vision, slots = backbone.image_inputs(list(sample.images)) if sample.images else ({}, [])
         prompts.append(encode_prompt(sample.question, backbone.tokenizer, template, backbone.image_token_id, slots))
         visions.append(vision)
     ids, mask = left_pad(prompts, backbone.tokenizer.pad_token_id)
@@ -59,7 +59,7 @@ def generate_batch(backbone: Backbone, samples: list[EvalSample], template: str,
 
 def batches(samples: list[EvalSample], batch_size: int) -> list[list[int]]:
     """Indices of samples, grouped into image-only and text-only batches of at most batch_size."""
-    groups = [[i for i, s in enumerate(samples) if s.image is not None], [i for i, s in enumerate(samples) if s.image is None]]
+    groups = [[i for i, s in enumerate(samples) if s.images], [i for i, s in enumerate(samples) if not s.images]]
     return [group[start:start + batch_size] for group in groups for start in range(0, len(group), batch_size)]
 
 

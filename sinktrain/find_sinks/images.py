@@ -8,8 +8,9 @@
 The first ``num_images`` images (shards in order, no shuffling; a folder's files sorted by path)
 are numbered 0, 1, ...; rank r takes those with number % world_size == r, so every image is seen
 exactly once over all ranks and the summed statistics equal a one-rank run's. Images are decoded
-one batch at a time, so memory does not grow with ``num_images``. A shard sample brings its first
-question (prefill sees the conversation's real start); a plain image gets GENERIC_QUESTION.
+one batch at a time, so memory does not grow with ``num_images``. A single-image shard sample
+brings its first question (prefill sees the conversation's real start); a plain image, and each
+image of a multi-image sample, gets GENERIC_QUESTION.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import webdataset as wds
 from PIL import Image
 
 from sinktrain.backbones.base import Backbone
-from sinktrain.data.encode import decode_image, image_member
+from sinktrain.data.encode import decode_image, image_members
 from sinktrain.data.shards import IMAGE_EXTENSIONS
 from sinktrain.data.stream import BadSample, expand_shards
 from sinktrain.data.chat import encode_prompt
@@ -56,24 +57,33 @@ def first_question(raw: dict) -> str:
     return question if IMAGE_PLACEHOLDER in question else f"{IMAGE_PLACEHOLDER}\n{question}"
 
 
+def sample_images(raw: dict) -> list[tuple[str, bytes]]:
+    """The sample's images in <image> order; none (skipped with a warning) when their layout is broken."""
+    try:
+        return image_members(raw)
+    except BadSample as err:
+        logger.warning("skipping sample %s in %s: %s", raw.get("__key__"), raw.get("__url__"), err)
+        return []
+
+
 def shard_items(spec: str, num_images: int, rank: int, world_size: int) -> Iterator[Item]:
-    """This rank's share of the first ``num_images`` image samples of the shards (text-only skipped)."""
+    """This rank's share of the first ``num_images`` images of the shards (text-only samples
+    skipped). Each image of a multi-image sample is profiled on its own, with GENERIC_QUESTION."""
     # The split by image number is ours: WebDataset must not split by node or worker again.
     samples = wds.WebDataset(expand_shards(spec), shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False)
     number = 0
     for raw in samples:
-        member = image_member(raw)
-        if member is None:
-            continue
-        if number >= num_images:
-            return
-        number, mine = number + 1, number % world_size == rank
-        if not mine:
-            continue
-        try:
-            yield Item(decode_image(member[1]), first_question(raw))
-        except BadSample as err:
-            logger.warning("skipping sample %s in %s: %s", raw.get("__key__"), raw.get("__url__"), err)
+        members = sample_images(raw)
+        for name, data in members:
+            if number >= num_images:
+                return
+            number, mine = number + 1, number % world_size == rank
+            if not mine:
+                continue
+            try:
+                yield Item(decode_image(data, name), first_question(raw) if len(members) == 1 else GENERIC_QUESTION)
+            except BadSample as err:
+                logger.warning("skipping image %s of sample %s in %s: %s", name, raw.get("__key__"), raw.get("__url__"), err)
 
 
 def image_files(folder: str) -> list[Path]:

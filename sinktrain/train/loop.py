@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -121,21 +121,38 @@ def write_run_info(run: Run, info: dict) -> None:
         (run.output_dir / "run_info.json").write_text(json.dumps({"ranks": everyone}, indent=2))
 
 
-def train_steps(run: Run, engine, loader: DataLoader, start_step: int, stream: StreamState, progress: Progress, hooks: "MethodHooks") -> int:
+@dataclass
+class RankTally:
+    """What this rank ran, for run_info.json: micro-batches, and samples by their number of images
+    (0 = text-only), which shows that one run mixed single-image, multi-image and text-only samples."""
+
+    micro_batches: int = 0
+    samples_by_images: dict[int, int] = field(default_factory=dict)
+
+    def add(self, batch) -> None:
+        self.micro_batches += 1
+        for count in batch.images_per_sample.tolist():
+            self.samples_by_images[count] = self.samples_by_images.get(count, 0) + 1
+
+    def to_dict(self) -> dict:
+        return {"micro_batches": self.micro_batches, "samples_by_images": dict(sorted(self.samples_by_images.items()))}
+
+
+def train_steps(run: Run, engine, loader: DataLoader, start_step: int, stream: StreamState, progress: Progress, hooks: "MethodHooks") -> RankTally:
     settings, args = run.settings, run.args
     batches = iter(loader)
-    micro_batches = 0
+    tally = RankTally()
     for step in range(start_step + 1, settings.max_steps + 1):
         loss_sum = 0.0
         for _ in range(settings.grad_accum):
             batch, positions = next(batches)
             for reader, index, bad in positions:
                 stream.update(reader, index, bad)
+            tally.add(batch)
             loss = engine(batch.to(engine.device))
             engine.backward(loss)
             engine.step()
             loss_sum += loss.item()
-            micro_batches += 1
         consumed, bad = stream.totals()
         totals = torch.tensor([loss_sum / settings.grad_accum, consumed, bad], dtype=torch.float64)
         dist.all_reduce(totals)
@@ -144,7 +161,7 @@ def train_steps(run: Run, engine, loader: DataLoader, start_step: int, stream: S
         progress.log(step, totals[0].item() / run.world_size, engine.get_lr()[0], int(totals[2].item()), show, hooks.metrics())
         if step % args.save_every == 0 or step == settings.max_steps:
             save_checkpoint(run, engine, step, stream, hooks.extra_save)
-    return micro_batches
+    return tally
 
 
 @dataclass
@@ -183,13 +200,13 @@ def fit(run: Run, backbone: Backbone, template: str, hooks: MethodHooks | None =
         tensorboard_dir(run), run.is_main,
     )
     try:
-        micro_batches = train_steps(run, engine, loader, start_step, stream, progress, hooks)
+        tally = train_steps(run, engine, loader, start_step, stream, progress, hooks)
     finally:
         progress.close()
     if run.args.export_model:  # collective under ZeRO-3: every rank gathers, rank 0 writes
         engine.save_16bit_model(str(run.output_dir / "model"))
     hooks.final_save(run.output_dir)
-    write_run_info(run, {"rank": run.rank, "start_step": start_step, "end_step": settings.max_steps, "micro_batches": micro_batches, "zero": report, "zero_at_load": at_load})
+    write_run_info(run, {"rank": run.rank, "start_step": start_step, "end_step": settings.max_steps, **tally.to_dict(), "zero": report, "zero_at_load": at_load})
     release(engine)
     final = run.checkpoint_root / checkpoint.step_tag(settings.max_steps)
     logger.info("done: checkpoint %s | TensorBoard: tensorboard --logdir %s", final, tensorboard_dir(run))

@@ -30,7 +30,7 @@ QUESTION, ANSWER = "What colour are the objects?", "red"
 
 
 def eval_samples(scenes, n: int) -> list[EvalSample]:
-    return [EvalSample(str(i), "colour", [{"from": "human", "value": f"<image>\n{QUESTION}"}], ANSWER, image) for i, (_, image) in enumerate(with_images(scenes, n))]
+    return [EvalSample(str(i), "colour", [{"from": "human", "value": f"<image>\n{QUESTION}"}], ANSWER, (image,)) for i, (_, image) in enumerate(with_images(scenes, n))]
 
 
 def stock_batch(family, backbone, scenes, n: int, answer: str | None = None) -> dict:

@@ -24,9 +24,11 @@ from sinktrain.backbones.profiles import save_profile
 from sinktrain.backbones.registry import load_backbone
 from sinktrain.data.shards import write_shards
 from sinktrain.data.stream import ShardStream
+from sinktrain.data.eval_set import read_eval_set
 from sinktrain.data.scenes import demo_samples
 from sinktrain.demo import ensure_demo_model
 from sinktrain.errors import SinkTrainError
+from sinktrain.eval import evaluate
 
 from families_onevision import onevision_planted_slots, onevision_stock_inputs, stock_slot_counts
 from stream_helpers import Keyed, chat, png
@@ -108,6 +110,31 @@ def test_an_image_over_max_length_is_dropped_and_counted_and_mismatches_skipped(
     }
     for key, reason in reasons.items():
         assert any(f"bad sample {key} " in m and reason in m for m in messages), (key, messages)
+
+
+def eval_record(key: str, question: str, answer: str = "red") -> dict:
+    return {"id": key, "category": "colour", "conversations": chat(question, answer)}
+
+
+def test_eval_sets_with_multi_image_samples(backbone, tmp_path):
+    """Evaluation reads every image of a sample in <image> order and batches them like training;
+    batching does not change the answers. Markers and images that disagree are an error."""
+    red, blue = png((96, 96)), png((40, 96), (30, 30, 200))
+    shard = write_shards([
+        (eval_record("pair", "<image>\n<image>\nWhich is red?"), [red, blue], ["png", "png"]),
+        (eval_record("one", "What colour is it?"), red, "png"),  # an unmarked single image goes first
+        (eval_record("three", "<image>\n<image>\n<image>\nHow many?"), [blue, red, blue], ["png"] * 3),
+        (eval_record("text", "Hi?"), None, None),
+    ], str(tmp_path / "eval-%06d.tar"), 10)[0]
+    samples = read_eval_set(shard)
+    assert [len(s.images) for s in samples] == [2, 1, 3, 0]
+    assert [s.images[i].size for s in samples[:1] for i in range(2)] == [(96, 96), (40, 96)]
+    assert samples[1].question[0]["value"] == "<image>\nWhat colour is it?"
+    together, alone = evaluate(backbone, samples, batch_size=4), evaluate(backbone, samples, batch_size=1)
+    assert [p.prediction for p in together.predictions] == [p.prediction for p in alone.predictions]
+    bad = write_shards([(eval_record("bad", "<image>\nWhich?"), [red, blue], ["png", "png"])], str(tmp_path / "bad-%06d.tar"), 10)[0]
+    with pytest.raises(SinkTrainError, match="'bad'.*has 1 <image> marker.*2 image"):
+        read_eval_set(bad)
 
 
 def test_profile_read_at_another_vision_layer_is_refused(model_dir, backbone, tmp_path):

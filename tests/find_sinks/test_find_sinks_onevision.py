@@ -21,8 +21,11 @@ from sinktrain.backbones.profiles import known_profile, load_profile
 from sinktrain.backbones.registry import load_backbone
 from sinktrain.demo import demo_data_pattern, ensure_demo_model
 from sinktrain.demo import llava_onevision as planted
-from sinktrain.find_sinks.images import PromptEncoder, shard_items
+from sinktrain.data.shards import write_shards
+from sinktrain.find_sinks.images import GENERIC_QUESTION, PromptEncoder, shard_items
 from sinktrain.sinks import l_sink_mask, v_sink_mask
+
+from stream_helpers import chat, png
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = 48
@@ -90,3 +93,22 @@ def test_llm_dims_read_raw_and_exact_per_slot(tool_run, truth):
         found = l_sink_mask(hidden, visual, v_sinks, profile.llm_dims, profile.tau_l, profile.llm_rms_norm)
         assert torch.equal(found, must if layer > planted.L_SINK_LAYER else torch.zeros_like(must)), layer
     assert llm["l_sinks_per_layer"][planted.L_SINK_LAYER + 1] == pytest.approx(CROPS_PER_SCENE, rel=1e-3)
+
+
+def test_multi_image_samples_give_one_item_per_image(tmp_path, sinktrain_warnings):
+    """Each image of a multi-image sample is profiled on its own (numbered in order, split over
+    ranks like any image); a broken image is skipped with a warning that names it."""
+    red, blue = png((96, 96)), png((40, 96), (30, 30, 200))
+    shard = write_shards([
+        ({"id": "one", "conversations": chat("<image>\nWhat colour?", "Red.")}, red, "png"),
+        ({"id": "pair", "conversations": chat("<image>\n<image>\nWhich?", "The first.")}, [red, blue], ["png", "png"]),
+        ({"id": "text", "conversations": chat("Hi?", "Hello.")}, None, None),
+        ({"id": "broken", "conversations": chat("<image>\n<image>\nWhich?", "The first.")}, [red, blue[:40]], ["png", "png"]),
+    ], str(tmp_path / "%06d.tar"), 10)[0]
+    items = list(shard_items(shard, num_images=10, rank=0, world_size=1))
+    assert [(item.image.size, item.question) for item in items] == [
+        ((96, 96), "<image>\nWhat colour?"), ((96, 96), GENERIC_QUESTION), ((40, 96), GENERIC_QUESTION), ((96, 96), GENERIC_QUESTION),
+    ]
+    assert any("broken" in r.getMessage() and "undecodable image 1.png" in r.getMessage() for r in sinktrain_warnings.records)
+    split = [[item.image.size for item in shard_items(shard, num_images=3, rank=rank, world_size=2)] for rank in (0, 1)]
+    assert split == [[(96, 96), (40, 96)], [(96, 96)]]

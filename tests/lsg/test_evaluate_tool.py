@@ -53,8 +53,8 @@ def test_exact_match_normalisation():
 
 def test_eval_set_reads_answers_categories_and_text_only(samples, triples, eval_dir):
     assert len(samples) == IMAGE_SAMPLES + TEXT_SAMPLES
-    assert sum(s.image is None for s in samples) == TEXT_SAMPLES
-    assert {s.category for s in samples if s.image is None} == {"other"}
+    assert sum(not s.images for s in samples) == TEXT_SAMPLES
+    assert {s.category for s in samples if not s.images} == {"other"}
     by_key = {s.key: s for s in samples}
     for record, _, _ in triples:
         assert by_key[record["id"]].answer == record["conversations"][1]["value"]

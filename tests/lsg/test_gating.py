@@ -40,7 +40,7 @@ def question(text: str, answer: str | None = None) -> list[dict]:
 
 
 def eval_samples(images, texts) -> list[EvalSample]:
-    return [EvalSample(f"s{i}", "other", question(text), "", image) for i, (image, text) in enumerate(zip(images, texts))]
+    return [EvalSample(f"s{i}", "other", question(text), "", (image,) if image is not None else ()) for i, (image, text) in enumerate(zip(images, texts))]
 
 
 def plain_images():

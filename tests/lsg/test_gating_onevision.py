@@ -42,7 +42,7 @@ def scenes(count: int, seed: int = 5) -> list[Image.Image]:
 
 
 def eval_samples(images) -> list[EvalSample]:
-    return [EvalSample(f"s{i}", "other", [{"from": "human", "value": "<image>\nWhat is it?"}], "", image) for i, image in enumerate(images)]
+    return [EvalSample(f"s{i}", "other", [{"from": "human", "value": "<image>\nWhat is it?"}], "", (image,)) for i, image in enumerate(images)]
 
 
 def llm_inputs(backbone) -> tuple[list, object]:
