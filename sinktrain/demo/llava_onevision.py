@@ -112,6 +112,18 @@ def plant_markers(embeddings) -> None:
             embeddings.position_embedding.weight[position, dim] = bias
 
 
+def plant_step(first, second, neurons, read_dim: int, write_dim: int, height: float) -> None:
+    """Two neurons of a Linear-activation-Linear block as a step: ``second`` writes height x
+    (act(g m) - act(g m - 1)) into write_dim, m being ``first``'s input at read_dim: 0 below m = 0,
+    ``height`` from m = 1/g on."""
+    for neuron, offset, sign in zip(neurons, (0.0, -1.0), (1.0, -1.0)):
+        first.weight[neuron] = 0.0
+        first.weight[neuron, read_dim] = STEP_GAIN
+        first.bias[neuron] = offset
+        second.weight[:, neuron] = 0.0
+        second.weight[write_dim, neuron] = sign * height
+
+
 def plant_v_sinks(vision_tower) -> None:
     """The markers, the V-sink step, and a clean L marker: no layer writes VIT_L_MARKER_DIM, so the
     projector reads there what the embeddings put (random writes would push non-candidates over
@@ -123,12 +135,7 @@ def plant_v_sinks(vision_tower) -> None:
         layer.mlp.fc2.weight[VIT_L_MARKER_DIM] = 0.0
         layer.mlp.fc2.bias[VIT_L_MARKER_DIM] = 0.0
     mlp = vision_tower.encoder.layers[SINK_LAYER].mlp
-    for neuron, offset, sign in zip(SINK_NEURONS, (0.0, -1.0), (1.0, -1.0)):
-        mlp.fc1.weight[neuron] = 0.0
-        mlp.fc1.weight[neuron, MARKER_DIM] = STEP_GAIN
-        mlp.fc1.bias[neuron] = offset
-        mlp.fc2.weight[:, neuron] = 0.0
-        mlp.fc2.weight[SINK_DIM, neuron] = sign * SINK_GAIN
+    plant_step(mlp.fc1, mlp.fc2, SINK_NEURONS, MARKER_DIM, SINK_DIM, SINK_GAIN)
 
 
 def planted_v_sink_value(mlp, fc1_out: torch.Tensor) -> torch.Tensor:
@@ -141,12 +148,7 @@ def plant_l_sinks(model) -> None:
     """The projector step on the L marker and the LLM neuron writing the L-sink dims (raw)."""
     projector = model.model.multi_modal_projector
     projector.linear_2.weight[L_MARKER_DIM] = 0.0  # only the step writes L_MARKER_DIM
-    for neuron, offset, sign in zip(PROJECTOR_NEURONS, (0.0, -1.0), (1.0, -1.0)):
-        projector.linear_1.weight[neuron] = 0.0
-        projector.linear_1.weight[neuron, VIT_L_MARKER_DIM] = STEP_GAIN
-        projector.linear_1.bias[neuron] = offset
-        projector.linear_2.weight[:, neuron] = 0.0
-        projector.linear_2.weight[L_MARKER_DIM, neuron] = sign * L_MARKER_HEIGHT
+    plant_step(projector.linear_1, projector.linear_2, PROJECTOR_NEURONS, VIT_L_MARKER_DIM, L_MARKER_DIM, L_MARKER_HEIGHT)
     projector.linear_2.bias[L_MARKER_DIM] = L_MARKER_OFFSET
     llm = model.model.language_model
     # Nothing else writes L_MARKER_DIM up to the neuron: a text token's random value there, read
