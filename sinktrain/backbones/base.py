@@ -49,9 +49,12 @@ class Backbone(ABC):
     # -- where the parts are (attribute paths from the model, e.g. "model.visual.merger") ---------
     connector_path: ClassVar[str]  # the module that maps vision features to LLM embeddings
     vision_tower_path: ClassVar[str]  # the vision encoder (may contain the connector, as Qwen's does)
+    # further visual parts outside the tower, modules or bare parameters (DeepSeek-VL-Hybrid's SAM
+    # branch, its resampling convolutions and mixing weight): freezing the vision freezes them too
+    extra_vision_paths: ClassVar[tuple[str, ...]] = ()
     language_model_path: ClassVar[str] = "model.language_model"  # receives inputs_embeds, position_ids
 
-    def _module(self, path: str) -> nn.Module:
+    def _module(self, path: str) -> nn.Module | nn.Parameter:
         module = self.model
         for name in path.split("."):
             module = getattr(module, name)
@@ -78,7 +81,11 @@ class Backbone(ABC):
     def vision_parameters(self) -> Iterator[nn.Parameter]:
         """Everything visual except the connector: what freezing 'the vision tower' freezes."""
         connector = {id(p) for p in self.connector.parameters()}
-        return (p for p in self.vision_tower.parameters() if id(p) not in connector)
+        for path in (self.vision_tower_path, *self.extra_vision_paths):
+            part = self._module(path)
+            for parameter in [part] if isinstance(part, nn.Parameter) else part.parameters():
+                if id(parameter) not in connector:
+                    yield parameter
 
     @abstractmethod
     def vision_layers(self) -> nn.ModuleList:
@@ -178,10 +185,12 @@ class Backbone(ABC):
         """Refuse a profile that cannot belong to this model (before any weight is loaded)."""
         profile.check_fits(cls.vision_width_of(config), config.text_config.hidden_size)
 
-    def token_sink_mask(self, features: torch.Tensor) -> torch.Tensor:
-        """V-sink flag of every connector output token, from the connector's input (flat, in its order).
+    def token_sink_mask(self, features: torch.Tensor, *more_inputs: torch.Tensor) -> torch.Tensor:
+        """V-sink flag of every connector output token, from the connector's input(s) (flat, in its order).
 
-        A token made of several input rows (Qwen's 2x2 merge) is a V-sink when any of them is."""
+        A token made of several input rows (Qwen's 2x2 merge) is a V-sink when any of them is. A
+        connector with several inputs per token (DeepSeek-VL-Hybrid's) gets them all; by default
+        V-sinks are read on the first."""
         profile = self.sink_profile
         rows = v_sink_mask(features, profile.criterion, profile.tau_v, profile.vit_dims).reshape(-1)
         return rows.view(-1, self.connector_group).any(dim=-1)

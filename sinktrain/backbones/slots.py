@@ -164,7 +164,7 @@ class SlotTracker:
         self._vision = vision  # the V-sink flags read meanwhile stay: same images
 
     def _read_v_sinks(self, module, args) -> None:
-        self._tokens = self.backbone.token_sink_mask(args[0])
+        self._tokens = self.backbone.token_sink_mask(*args)
 
     def _enter_llm(self, module, args, kwargs):
         embeds = kwargs.get("inputs_embeds")

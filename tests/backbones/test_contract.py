@@ -189,6 +189,23 @@ def test_gradients_reach_both_projectors_and_not_the_vit(fresh, scenes):
     assert fresh.model.lm_head.weight.grad is not None
 
 
+# Trainable after freeze_vision besides the connector, the LLM and lm_head: LLaVA-OneVision's
+# image_newline, which its recipes train with the projector.
+OTHER_TRAINABLE = {"llava_onevision": {"model.image_newline"}}
+
+
+def test_freezing_the_vision_leaves_only_connector_llm_and_head(family, fresh):
+    fresh.freeze_vision()
+    owners = {id(p): name for name, module in [("connector", fresh.connector), ("llm", fresh.language_model), ("head", fresh.model.lm_head)]
+              for p in module.parameters()}
+    trainable = {name for name, p in fresh.model.named_parameters() if p.requires_grad}
+    others = {name for name, p in fresh.model.named_parameters() if p.requires_grad and id(p) not in owners}
+    assert others == OTHER_TRAINABLE.get(family.name, set()), others
+    assert all(p.requires_grad for module in (fresh.connector, fresh.language_model, fresh.model.lm_head) for p in module.parameters())
+    frozen = {id(p) for p in fresh.vision_parameters()}
+    assert frozen and not any(p.requires_grad for p in fresh.model.parameters() if id(p) in frozen) and trainable
+
+
 def test_f_sink_gets_a_gradient_without_sinks(fresh, scenes):
     """ZeRO-3 safety: an empty sink set still runs f_sink and gives it a (zero) gradient."""
     fresh.freeze_vision()

@@ -3,7 +3,7 @@
 The session's cache is built in this process (the fixtures of the other tests, torch's default
 thread count); a second cache is built here by ``python -m sinktrain.demo`` in a fresh process
 with another OpenMP thread count. Both must hold the same files with the same bytes: every
-family's demo model, the training and the eval shards.
+family's demo model, the training, eval and multi-image shards.
 
 The trained demo models (450 finetuning steps, one to three minutes per family) are checked by
 short builds of every family instead: SHORT_STEPS steps, once in this process and once in that
@@ -12,7 +12,9 @@ short build stands for the full one: it is the same code (``pretrain_demo_model`
 count and so the schedule's length differ), and the full finetune is more of the same steps,
 each a deterministic function (under ``reproducible``) of the weights, optimizer state and
 batch before it, so a step that depended on the process or thread count would show within
-these. The full builds' own bytes are pinned by the LSG thresholds measured on them. Past the
+these (OneVision's short build streams the multi-image shards too). The full builds' own bytes
+are pinned by the LSG thresholds measured on them (and were compared, with and without the
+encoder's memory, for LLaVA and Qwen2-VL by hand: the same hashes). Past the
 short builds' reach is the second pass over the data (step 151 on), whose examples come from
 the encoder's memory: ``test_trained.py`` checks that they are the encoder's examples.
 """
@@ -61,7 +63,8 @@ def rebuild_elsewhere(cache: Path, short_out: Path) -> None:
 def test_two_builds_give_the_same_bytes(tmp_path):
     # In this process, with torch's default threads (built already if other tests ran first).
     models = {name: demo.ensure_demo_model(name) for name in demo.BUILDERS}
-    built_here = [*models.values(), demo.ensure_demo_shards(), Path(demo.demo_eval_pattern()).parent]
+    shard_sets = [demo.demo_data_pattern(), demo.demo_eval_pattern(), demo.demo_multi_image_pattern()]
+    built_here = [*models.values(), *(Path(pattern).parent for pattern in shard_sets)]
     for name in models:
         demo.trained_builder(name, SHORT_STEPS)(tmp_path / "short-here" / name)
     rebuild_elsewhere(tmp_path / "cache", tmp_path / "short-there")
