@@ -80,6 +80,12 @@ def decode_image(data: bytes, member: str | None = None) -> Image.Image:
         raise BadSample(f"undecodable image{f' {member}' if member else ''} ({err})") from err
 
 
+def decode_images(members: list[tuple[str, bytes]]) -> list[Image.Image]:
+    """A sample's decoded images; a broken one is named by its member when there are several."""
+    several = len(members) > 1
+    return [decode_image(data, name if several else None) for name, data in members]
+
+
 class SampleEncoder:
     """A raw shard sample -> a training example, in the backbone's chat format and image inputs."""
 
@@ -106,9 +112,7 @@ class SampleEncoder:
     def __call__(self, raw: dict) -> dict:
         """A raw shard sample (bytes) -> a training example; BadSample if anything is wrong."""
         conversations = self.record(raw)
-        members = image_members(raw)
-        several = len(members) > 1
-        images = [decode_image(data, name if several else None) for name, data in members]
+        images = decode_images(image_members(raw))
         try:
             example = self.encode(conversations, images)
         except SinkTrainError as err:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import webdataset as wds
 from PIL import Image
 
-from sinktrain.data.encode import decode_image, image_members
+from sinktrain.data.encode import decode_images, image_members
 from sinktrain.data.stream import BadSample, expand_shards
 from sinktrain.data.chat.conversation import GPT, HUMAN, IMAGE_PLACEHOLDER
 from sinktrain.errors import SinkTrainError
@@ -56,8 +56,7 @@ def where(raw: dict) -> str:
 def eval_sample(raw: dict) -> EvalSample:
     record = read_record(raw)
     try:
-        members = image_members(raw)
-        images = tuple(decode_image(data, name if len(members) > 1 else None) for name, data in members)
+        images = tuple(decode_images(image_members(raw)))
     except BadSample as err:
         raise SinkTrainError(f"{where(raw)}: {err}; regenerate the shard with tools/make_shards.py") from err
     question, answer = first_exchange(record, raw)

@@ -52,8 +52,12 @@ def trained_builder(name: str, steps: int | None = None) -> Callable[[Path], Non
     its recipes train on (``training_data``); ``steps`` shortens the schedule (tests)."""
     from sinktrain.demo.trained import PRETRAIN_STEPS, pretrain_demo_model
 
-    data = training_data(f"{PREFIX}:{check_name(name)}")
-    return partial(pretrain_demo_model, ensure_demo_model(name), steps=steps or PRETRAIN_STEPS, data=data)
+    spec = f"{PREFIX}:{check_name(name)}"
+
+    def build(out_dir: Path) -> None:  # the base model and shards are looked up only when building
+        pretrain_demo_model(ensure_demo_model(name), out_dir, steps or PRETRAIN_STEPS, training_data(spec))
+
+    return build
 
 
 def ensure_demo_trained_model(name: str = DEFAULT) -> Path:
