@@ -65,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--print-known", "--print_known", dest="print_known", action="store_true", help="list the built-in sink profiles and exit")
     src = parser.add_argument_group("model and images")
-    src.add_argument("--model", default=None, help="model directory or hub id, or demo:FAMILY (llava, qwen2_vl, qwen2_5_vl); default: demo (the tiny LLaVA)")
+    src.add_argument("--model", default=None, help="model directory or hub id, or demo:FAMILY (llava, qwen2_vl, qwen2_5_vl, llava_onevision, deepseek_vl, deepseek_vl_hybrid); default: demo (the tiny LLaVA)")
     src.add_argument("--data", default=None, help="WebDataset shards, e.g. 'shards/{000000..000009}.tar'; default: the demo shards")
     src.add_argument("--images", default=None, help="a folder of image files instead of --data")
     src.add_argument("--num_images", type=int, default=300, help="images to profile (the first ones, over all ranks)")

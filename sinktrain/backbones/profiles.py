@@ -20,8 +20,15 @@ Schema (JSON object; unknown keys are refused so typos surface)::
       "llm_rms_norm": true,               # true: weightless RMSNorm before thresholding (VAR); false: raw
       "hidden_size_vit": 1024,            # guards against applying a profile to another tower
       "hidden_size_llm": 4096,
+      "sink_branch": "low_res",           # DeepSeek-VL-Hybrid: V-sinks of "low_res" (SigLIP), "high_res" (SAM) or "either"
+      "high_res_dims": [],                # Hybrid: V-sink channels of the SAM tensor the aligner receives
+      "tau_high_res": null,               # Hybrid: tau_V on that tensor (same criterion)
+      "hidden_size_high_res": null,       # Hybrid: its width (guards against swapping the branches)
       "stats": {...}                      # optional, written by find_sink_dims.py
     }
+
+``vit_dims`` / ``tau_v`` always describe the tensor the connector's first input is read on; a
+profile with any high-resolution fact belongs to a DeepSeek-VL-Hybrid model.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ from typing import Any
 
 from sinktrain.errors import SinkTrainError
 from sinktrain.sinks import CRITERIA
+
+BRANCHES = ("low_res", "high_res", "either")  # which vision branch defines V-sinks (DeepSeek-VL-Hybrid)
+HYBRID_KEYS = ("sink_branch", "high_res_dims", "tau_high_res", "hidden_size_high_res")
 
 logger = logging.getLogger("sinktrain")
 
@@ -58,32 +68,69 @@ class SinkProfile:
     llm_rms_norm: bool = True
     hidden_size_vit: int | None = None
     hidden_size_llm: int | None = None
+    sink_branch: str = "low_res"
+    high_res_dims: list[int] = field(default_factory=list)
+    tau_high_res: float | None = None
+    hidden_size_high_res: int | None = None
     stats: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.criterion not in CRITERIA:
             raise SinkTrainError(f"sink profile {self.name!r}: criterion {self.criterion!r} is unknown; use one of {CRITERIA}")
-        if self.criterion == "dim_threshold" and not self.vit_dims:
+        if self.sink_branch not in BRANCHES:
+            raise SinkTrainError(f"sink profile {self.name!r}: sink_branch {self.sink_branch!r} is unknown; use one of {BRANCHES}")
+        if self.criterion == "dim_threshold" and self.sink_branch != "high_res" and not self.vit_dims:
             raise SinkTrainError(f"sink profile {self.name!r}: criterion dim_threshold needs vit_dims (a list of channel indices)")
+        if self.sink_branch != "low_res":
+            if self.tau_high_res is None or (self.criterion == "dim_threshold" and not self.high_res_dims):
+                raise SinkTrainError(
+                    f"sink profile {self.name!r}: sink_branch {self.sink_branch!r} reads V-sinks on the SAM branch, which needs "
+                    "tau_high_res" + (" and high_res_dims" if self.criterion == "dim_threshold" else "")
+                    + "; tools/find_sink_dims.py measures them on a DeepSeek-VL-Hybrid model"
+                )
         if self.llm_dims and self.tau_l is None:
             raise SinkTrainError(f"sink profile {self.name!r}: llm_dims are given but tau_l is missing")
         if self.hidden_size_llm is not None:
             check_rms_reach(self, self.hidden_size_llm)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+        data = dataclasses.asdict(self)
+        if not self.hybrid:  # only DeepSeek-VL-Hybrid's profiles speak of a second branch
+            for key in HYBRID_KEYS:
+                del data[key]
+        return json.dumps(data, indent=2) + "\n"
 
-    def check_fits(self, hidden_size_vit: int, hidden_size_llm: int) -> None:
-        """Refuse a profile written for a backbone of other widths (its dims would be meaningless)."""
-        for label, expected, actual in (("vision", self.hidden_size_vit, hidden_size_vit), ("LLM", self.hidden_size_llm, hidden_size_llm)):
+    @property
+    def hybrid(self) -> bool:
+        """Whether the profile describes a high-resolution (SAM) branch: DeepSeek-VL-Hybrid's."""
+        return self.sink_branch != "low_res" or bool(self.high_res_dims) or self.hidden_size_high_res is not None
+
+    def check_fits(self, hidden_size_vit: int, hidden_size_llm: int, hidden_size_high_res: int | None = None) -> None:
+        """Refuse a profile written for a backbone of other widths (its dims would be meaningless).
+        ``hidden_size_high_res``: the width of the model's SAM branch (DeepSeek-VL-Hybrid), else None."""
+        if self.hybrid and hidden_size_high_res is None:
+            raise SinkTrainError(
+                f"sink profile {self.name!r} describes a high-resolution SAM branch (sink_branch {self.sink_branch!r}, "
+                f"high_res_dims {self.high_res_dims}), which only DeepSeek-VL-Hybrid has, but this model has none; use a "
+                f"profile made for this model: {FIND_DIMS_HINT}"
+            )
+        widths = [("vision", self.hidden_size_vit, hidden_size_vit), ("LLM", self.hidden_size_llm, hidden_size_llm)]
+        if hidden_size_high_res is not None:
+            widths.append(("SAM-branch", self.hidden_size_high_res, hidden_size_high_res))
+        for label, expected, actual in widths:
             if expected is not None and expected != actual:
+                swapped = label != "LLM" and expected in (hidden_size_vit, hidden_size_high_res)
                 raise SinkTrainError(
                     f"sink profile {self.name!r} was made for a {label} width of {expected}, but this model's is "
-                    f"{actual}; {FIND_DIMS_HINT}"
+                    f"{actual}" + ("; that is the width of this model's other vision branch: the profile's SigLIP and SAM "
+                                   "facts are swapped (vit_dims, tau_v and hidden_size_vit describe SigLIP; high_res_dims, "
+                                   "tau_high_res and hidden_size_high_res the SAM branch)" if swapped else "")
+                    + f"; {FIND_DIMS_HINT}"
                 )
         if self.hidden_size_llm is None:  # else __post_init__ checked it at this width
             check_rms_reach(self, hidden_size_llm)
         too_big = [d for d in self.vit_dims if d >= hidden_size_vit] + [d for d in self.llm_dims if d >= hidden_size_llm]
+        too_big += [d for d in self.high_res_dims if hidden_size_high_res is not None and d >= hidden_size_high_res]
         if too_big:
             raise SinkTrainError(f"sink profile {self.name!r}: dims {too_big} exceed the model's hidden size; {FIND_DIMS_HINT}")
 

@@ -14,6 +14,7 @@ import torch
 from transformers import AutoConfig
 
 from sinktrain.backbones.base import Backbone
+from sinktrain.backbones.deepseek_vl import DeepseekVLBackbone, DeepseekVLHybridBackbone
 from sinktrain.backbones.identity import llm_id
 from sinktrain.backbones.llava import LlavaBackbone
 from sinktrain.backbones.llava_onevision import LlavaOnevisionBackbone
@@ -22,7 +23,9 @@ from sinktrain.backbones.profiles import FIND_DIMS_HINT, SinkProfile, known_prof
 from sinktrain.backbones.qwen2_vl import Qwen2VLBackbone
 from sinktrain.errors import SinkTrainError
 
-FAMILIES: tuple[type[Backbone], ...] = (LlavaBackbone, Qwen2VLBackbone, LlavaOnevisionBackbone)
+FAMILIES: tuple[type[Backbone], ...] = (
+    LlavaBackbone, Qwen2VLBackbone, LlavaOnevisionBackbone, DeepseekVLBackbone, DeepseekVLHybridBackbone,
+)
 BY_MODEL_TYPE: dict[str, type[Backbone]] = {model_type: family for family in FAMILIES for model_type in family.model_types}
 
 PROFILE_FILE = "sink_profile.json"  # a model directory may carry its own profile

@@ -136,14 +136,15 @@ def demo_profile() -> SinkProfile:
     )
 
 
-def train_tokenizer(out_dir: Path) -> LlamaTokenizer:
-    """A LLaMA-style sentencepiece BPE tokenizer (byte fallback) trained on the demo vocabulary."""
+def train_tokenizer(out_dir: Path, prompts: tuple[str, ...] | None = None) -> LlamaTokenizer:
+    """A LLaMA-style sentencepiece BPE tokenizer (byte fallback) trained on the demo vocabulary and
+    the chat format's fixed text (``prompts``; default LLaVA-1.5's v1), with ``<image>``."""
     import sentencepiece as spm
 
     from sinktrain.data.scenes import vocabulary_sentences
     from sinktrain.data.chat.formats import VICUNA_V1_SYSTEM
 
-    sentences = vocabulary_sentences() + [VICUNA_V1_SYSTEM, "USER: ASSISTANT:"]
+    sentences = vocabulary_sentences() + list(prompts or (VICUNA_V1_SYSTEM, "USER: ASSISTANT:"))
     model = io.BytesIO()  # in memory: a model_prefix path would be recorded in the file
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(sentences * 4), model_writer=model,

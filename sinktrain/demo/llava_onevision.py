@@ -43,6 +43,7 @@ from sinktrain.backbones.profiles import SinkProfile, save_profile
 from sinktrain.backbones.registry import PROFILE_FILE
 from sinktrain.demo import llava
 from sinktrain.demo.cache import reproducible
+from sinktrain.demo.plant import plant_markers, plant_step, silence_channel, step_value
 from sinktrain.demo.qwen2_vl import train_tokenizer
 
 SEED = 0
@@ -52,7 +53,6 @@ PINPOINTS = [[32, 32], [32, 64], [64, 32], [64, 64]]
 ASPECT = "anyres_max_9"  # as llava-onevision-qwen2-7b-ov; a 2x2 grid (4 crops' tokens) is never shrunk
 VIT_HIDDEN, VIT_LAYERS, LLM_HIDDEN, LLM_LAYERS = 64, 4, 128, 4
 SPECIAL_TOKENS = ["<image>", "<video>"]
-STEP_GAIN = 16384.0  # a step rises over 1/16384 of its marker's range: hardly a token lands on it
 
 # The V-sink circuit (see the module docstring).
 SINK_DIM, MARKER_DIM, SINK_NEURONS, SINK_LAYER = 37, 5, (0, 1), 0
@@ -101,47 +101,19 @@ def demo_config(tokenizer) -> LlavaOnevisionConfig:
     )
 
 
-def plant_markers(embeddings) -> None:
-    """Both ViT marker channels: brightness plus a bias at their positions (SigLIP: no CLS)."""
-    pixels = embeddings.patch_embedding.weight[MARKER_DIM].numel()
-    for dim, positions, biases in ((MARKER_DIM, CANDIDATES, CANDIDATE_BIAS), (VIT_L_MARKER_DIM, L_CANDIDATES, L_CANDIDATE_BIAS)):
-        embeddings.patch_embedding.weight[dim] = llava.MARKER_BRIGHTNESS / pixels
-        embeddings.patch_embedding.bias[dim] = 0.0
-        embeddings.position_embedding.weight[:, dim] = llava.NON_CANDIDATE_MARKER
-        for position, bias in zip(positions, biases):
-            embeddings.position_embedding.weight[position, dim] = bias
-
-
-def plant_step(first, second, neurons, read_dim: int, write_dim: int, height: float) -> None:
-    """Two neurons of a Linear-activation-Linear block as a step: ``second`` writes height x
-    (act(g m) - act(g m - 1)) into write_dim, m being ``first``'s input at read_dim: 0 below m = 0,
-    ``height`` from m = 1/g on."""
-    for neuron, offset, sign in zip(neurons, (0.0, -1.0), (1.0, -1.0)):
-        first.weight[neuron] = 0.0
-        first.weight[neuron, read_dim] = STEP_GAIN
-        first.bias[neuron] = offset
-        second.weight[:, neuron] = 0.0
-        second.weight[write_dim, neuron] = sign * height
-
-
 def plant_v_sinks(vision_tower) -> None:
     """The markers, the V-sink step, and a clean L marker: no layer writes VIT_L_MARKER_DIM, so the
     projector reads there what the embeddings put (random writes would push non-candidates over
     the projector's step)."""
-    plant_markers(vision_tower.embeddings)
-    for layer in vision_tower.encoder.layers:
-        layer.self_attn.out_proj.weight[VIT_L_MARKER_DIM] = 0.0
-        layer.self_attn.out_proj.bias[VIT_L_MARKER_DIM] = 0.0
-        layer.mlp.fc2.weight[VIT_L_MARKER_DIM] = 0.0
-        layer.mlp.fc2.bias[VIT_L_MARKER_DIM] = 0.0
+    plant_markers(vision_tower.embeddings, ((MARKER_DIM, CANDIDATES, CANDIDATE_BIAS), (VIT_L_MARKER_DIM, L_CANDIDATES, L_CANDIDATE_BIAS)))
+    silence_channel(vision_tower.encoder.layers, VIT_L_MARKER_DIM)
     mlp = vision_tower.encoder.layers[SINK_LAYER].mlp
     plant_step(mlp.fc1, mlp.fc2, SINK_NEURONS, MARKER_DIM, SINK_DIM, SINK_GAIN)
 
 
 def planted_v_sink_value(mlp, fc1_out: torch.Tensor) -> torch.Tensor:
     """What the planted step writes into SINK_DIM, from layer SINK_LAYER's fc1 output (ground truth for tests)."""
-    on, off = (mlp.activation_fn(fc1_out[..., neuron]) for neuron in SINK_NEURONS)
-    return SINK_GAIN * (on - off)
+    return step_value(mlp.activation_fn, fc1_out, SINK_NEURONS, SINK_GAIN)
 
 
 def plant_l_sinks(model) -> None:

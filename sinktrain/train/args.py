@@ -21,7 +21,7 @@ DEMO_DEFAULTS = {"lr": 2e-3, "max_steps": 100, "per_device_batch_size": 8, "warm
 def common_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     run = parser.add_argument_group("what to run")
-    run.add_argument("--model", default=None, help="model directory or hub id in transformers format, or demo:FAMILY (llava, qwen2_vl, qwen2_5_vl); default: demo (the tiny LLaVA)")
+    run.add_argument("--model", default=None, help="model directory or hub id in transformers format, or demo:FAMILY (llava, qwen2_vl, qwen2_5_vl, llava_onevision, deepseek_vl, deepseek_vl_hybrid); default: demo (the tiny LLaVA)")
     run.add_argument("--data", default=None, help="WebDataset shards, e.g. 'shards/{000000..000099}.tar'; default: the demo shards")
     run.add_argument("--sink_profile", default=None, help="sink profile JSON (tools/find_sink_dims.py writes one); default: the model's own or a built-in one")
     run.add_argument("--output_dir", default=None, help="checkpoints, logs and TensorBoard; default: a new folder under runs/")

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from PIL import Image
 
+from families_deepseek import deepseek_planted_slots, deepseek_stock_inputs
 from families_onevision import onevision_crops, onevision_planted_slots, onevision_stock_inputs, varied_aspect_ratios
 
 
@@ -101,6 +102,7 @@ FAMILIES = {
     "qwen2_vl": Family("qwen2_vl", qwen_stock_inputs, watermark_slots),
     "qwen2_5_vl": Family("qwen2_5_vl", qwen_stock_inputs, watermark_slots),
     "llava_onevision": Family("llava_onevision", onevision_stock_inputs, onevision_planted_slots, varied_aspect_ratios, onevision_crops),
+    "deepseek_vl": Family("deepseek_vl", deepseek_stock_inputs, deepseek_planted_slots),
 }
 
 

@@ -28,6 +28,17 @@
   vision_start/end wrappers. Targets as in ``qwen2_vl``. The HF template writes no system turn;
   this one is ``conv_qwen_1_5``'s and the HF converter's reference prompt's.
 
+* ``deepseek`` (DeepSeek-VL and DeepSeek-VL-Hybrid: DeepSeek-VL's ``deepseek`` sft format, as its
+  processors' HF chat template renders it)::
+
+      <s>SYSTEM\n\nUser: <image_placeholder>...q1\n\nAssistant: a1</s>User: q2\n\nAssistant: a2</s>
+
+  Images stay where their ``<image>`` stands, in any human turn (LLaVA data's "\n" after a marker
+  is a separator: dropped); a question is stripped at its ends, as the HF template strips its
+  first and last text. The space after ``Assistant:`` belongs to the target, as in ``v1``. The HF
+  template leaves the last answer's ``</s>`` out of a rendered conversation; DeepSeek-VL's own
+  format (and its training) closes every answer with it, so it is a target here.
+
 Special token strings are literal text here; ``Specials`` resolves them from the tokenizer. A
 format that starts with bos says so (``ChatFormat.bos``) and the engine prepends its id.
 """
@@ -45,6 +56,10 @@ VICUNA_V1_SYSTEM = (
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
 QWEN_SYSTEM = "You are a helpful assistant."
+DEEPSEEK_SYSTEM = (
+    "You are a helpful language and vision assistant. You are able to understand the visual content that the user "
+    "provides, and assist the user with a variety of tasks using natural language."
+)
 
 
 @dataclass(frozen=True)
@@ -129,9 +144,29 @@ def _render_onevision(turns: list[Turn], specials: Specials, slots: list[int]) -
     return _chatml(turns, lambda turn: _onevision_question(images, turn))
 
 
+def _deepseek_question(images: list[str], turn: Turn) -> list[Piece]:
+    parts = list(turn.parts)
+    if parts and parts[0] is not IMAGE:
+        parts[0] = parts[0].lstrip()
+    if parts and parts[-1] is not IMAGE:
+        parts[-1] = parts[-1].rstrip()
+    return _image_pieces(images, tuple(part for part in parts if part != ""))
+
+
+def _render_deepseek(turns: list[Turn], specials: Specials, slots: list[int]) -> list[Piece]:
+    images = [specials.image * n for n in slots]
+    pieces = [Piece(DEEPSEEK_SYSTEM + "\n\n")]
+    for turn in turns:
+        pieces += [Piece("User: "), *_deepseek_question(images, turn), Piece("\n\nAssistant:")]
+        if turn.answer is not None:
+            pieces.append(Piece(" " + turn.answer + specials.eos, target=True))
+    return pieces
+
+
 FORMATS: dict[str, ChatFormat] = {
     "v1": ChatFormat("v1", "LLaVA-1.5", _render_v1, ("bos", "eos"), bos=True, max_images=1, images_in_first_turn_only=True),
     "plain": ChatFormat("plain", "LLaVA-1.5", _render_plain, ("bos",), bos=True, single_turn=True, requires_image=True, max_images=1),
     "qwen2_vl": ChatFormat("qwen2_vl", "Qwen2-VL / Qwen2.5-VL", _render_qwen, ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>")),
     "onevision": ChatFormat("onevision", "LLaVA-OneVision", _render_onevision, ("<|im_start|>", "<|im_end|>")),
+    "deepseek": ChatFormat("deepseek", "DeepSeek-VL / DeepSeek-VL-Hybrid", _render_deepseek, ("bos", "eos"), bos=True),
 }
