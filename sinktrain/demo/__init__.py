@@ -3,7 +3,7 @@
     python -m sinktrain.demo          # build everything into $SINKTRAIN_CACHE and print where
 
 Every family has a tiny model (``--model demo:llava`` or just ``demo``, ``demo:qwen2_vl``,
-``demo:qwen2_5_vl``, ``demo:llava_onevision``, ``demo:deepseek_vl``): a real transformers class with planted V-sink and L-sink channels, and a
+``demo:qwen2_5_vl``, ``demo:llava_onevision``, ``demo:deepseek_vl``, ``demo:deepseek_vl_hybrid``): a real transformers class with planted V-sink and L-sink channels, and a
 *trained* variant (``sinktrain.demo.trained``) that LSG and the evaluation tools start from. The
 cache lives in ``$SINKTRAIN_CACHE`` (default ``~/.cache/sinktrain``). Every artefact is bitwise
 reproducible from its seed (``sinktrain.demo.cache.reproducible``) and written to a temporary
@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from sinktrain.demo import deepseek_vl, llava, llava_onevision, qwen2_vl
+from sinktrain.demo import deepseek_vl, deepseek_vl_hybrid, llava, llava_onevision, qwen2_vl
 from sinktrain.demo.cache import DEMO_VERSION, build_once, cache_dir
 from sinktrain.demo.data import demo_data_pattern, demo_eval_pattern, demo_multi_image_pattern, ensure_demo_shards
 from sinktrain.errors import SinkTrainError
@@ -27,6 +27,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "qwen2_5_vl": partial(qwen2_vl.build, windowed=True),
     "llava_onevision": llava_onevision.build,
     "deepseek_vl": deepseek_vl.build,
+    "deepseek_vl_hybrid": deepseek_vl_hybrid.build,
 }
 DEFAULT = "llava"
 PREFIX = "demo"

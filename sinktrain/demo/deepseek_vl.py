@@ -122,10 +122,11 @@ def planted_v_sink_value(mlp, fc1_out: torch.Tensor) -> torch.Tensor:
     return step_value(mlp.activation_fn, fc1_out, SINK_NEURONS, SINK_GAIN)
 
 
-def plant_l_sinks(first, second, llm) -> None:
-    """An aligner step (``first`` -> activation -> ``second``) on the L marker, and the LLM neuron."""
+def plant_l_sinks(first, second, llm, columns=None) -> None:
+    """An aligner step (``first`` -> activation -> ``second``, entering it at ``columns``) on the L
+    marker, and the LLM neuron."""
     second.weight[L_MARKER_DIM] = 0.0  # only the step writes L_MARKER_DIM
-    plant_step(first, second, ALIGNER_NEURONS, VIT_L_MARKER_DIM, L_MARKER_DIM, L_MARKER_HEIGHT)
+    plant_step(first, second, ALIGNER_NEURONS, VIT_L_MARKER_DIM, L_MARKER_DIM, L_MARKER_HEIGHT, columns=columns)
     second.bias[L_MARKER_DIM] = L_MARKER_OFFSET
     mlp = llm.layers[L_SINK_LAYER].mlp
     for proj in (mlp.gate_proj, mlp.up_proj):  # up = gate: the neuron outputs silu(g) * g

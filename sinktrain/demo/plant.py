@@ -37,16 +37,17 @@ def silence_channel(layers, dim: int) -> None:
         layer.mlp.fc2.bias[dim] = 0.0
 
 
-def plant_step(first, second, neurons, read_dim: int, write_dim: int, height: float, threshold: float = 0.0) -> None:
+def plant_step(first, second, neurons, read_dim: int, write_dim: int, height: float, threshold: float = 0.0, columns=None) -> None:
     """Two neurons of a Linear-activation-Linear block as a step: ``second`` writes height x
     (act(g (m - t)) - act(g (m - t) - 1)) into write_dim, m being ``first``'s input at read_dim:
-    0 below m = t (``threshold``), ``height`` from m = t + 1/g on."""
-    for neuron, offset, sign in zip(neurons, (0.0, -1.0), (1.0, -1.0)):
+    0 below m = t (``threshold``), ``height`` from m = t + 1/g on. ``columns``: where the neurons
+    enter ``second`` (default: at their own index)."""
+    for neuron, column, offset, sign in zip(neurons, columns or neurons, (0.0, -1.0), (1.0, -1.0)):
         first.weight[neuron] = 0.0
         first.weight[neuron, read_dim] = STEP_GAIN
         first.bias[neuron] = offset - STEP_GAIN * threshold
-        second.weight[:, neuron] = 0.0
-        second.weight[write_dim, neuron] = sign * height
+        second.weight[:, column] = 0.0
+        second.weight[write_dim, column] = sign * height
 
 
 def step_value(activation, fc1_out, neurons, height: float):

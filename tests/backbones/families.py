@@ -103,6 +103,7 @@ FAMILIES = {
     "qwen2_5_vl": Family("qwen2_5_vl", qwen_stock_inputs, watermark_slots),
     "llava_onevision": Family("llava_onevision", onevision_stock_inputs, onevision_planted_slots, varied_aspect_ratios, onevision_crops),
     "deepseek_vl": Family("deepseek_vl", deepseek_stock_inputs, deepseek_planted_slots),
+    "deepseek_vl_hybrid": Family("deepseek_vl_hybrid", deepseek_stock_inputs, deepseek_planted_slots),
 }
 
 
