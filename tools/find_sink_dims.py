@@ -90,6 +90,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     given.add_argument("--llm_dims", default=None, help="comma-separated LLM sink dims, primary first")
     given.add_argument("--tau_v", type=float, default=None, help="V-sink threshold")
     given.add_argument("--tau_l", type=float, default=None, help="L-sink threshold")
+    given.add_argument("--high_res_dims", default=None, help="DeepSeek-VL-Hybrid: comma-separated SAM-branch sink dims")
+    given.add_argument("--tau_high_res", type=float, default=None, help="DeepSeek-VL-Hybrid: SAM-branch V-sink threshold")
     given.add_argument("--criterion", choices=CRITERIA, default="dim_threshold", help="V-sink rule: max |h[dims]| >= tau_v (LSG) or ||h||_2 >= tau_v (DIYSink)")
     given.add_argument(
         "--l_sink_values", choices=L_SINK_VALUES, default=None,
@@ -116,6 +118,7 @@ def dim_list(text: str | None, flag: str) -> list[int] | None:
 
 def check_args(args: argparse.Namespace) -> None:
     args.vit_dims, args.llm_dims = dim_list(args.vit_dims, "--vit_dims"), dim_list(args.llm_dims, "--llm_dims")
+    args.high_res_dims = dim_list(args.high_res_dims, "--high_res_dims")
     if args.data and args.images:
         raise SinkTrainError("--data and --images both given; profile either shards or a folder of images")
     for name in ("num_images", "batch_size"):
@@ -153,11 +156,18 @@ def check_dims(dims: list[int] | None, width: int, flag: str) -> None:
 def build_settings(args: argparse.Namespace, backbone) -> Settings:
     check_dims(args.vit_dims, backbone.vision_width, "--vit_dims")
     check_dims(args.llm_dims, backbone.llm_width, "--llm_dims")
+    if (args.high_res_dims or args.tau_high_res is not None) and backbone.high_res_width is None:
+        raise SinkTrainError("--high_res_dims / --tau_high_res describe DeepSeek-VL-Hybrid's SAM branch, which this model does not have")
+    check_dims(args.high_res_dims, backbone.high_res_width or 0, "--high_res_dims")
     rule = Rule(args.min_ratio, args.min_image_fraction, args.min_layer_fraction, args.max_token_fraction, args.min_magnitude)
     read = read_index(backbone.sink_profile.vit_layer, len(backbone.vision_layers()))
     rms_norm = l_sink_values(args, backbone) == "rms"
     check_l_sink_reach("--tau_l", args.tau_l, rms_norm, backbone.llm_width)  # now, not after the pass
-    return Settings(rule, read, args.criterion, rms_norm, args.vit_dims, args.llm_dims, args.tau_v, args.tau_l)
+    persist = read - 1 if backbone.vision_read_after_norm else read
+    return Settings(
+        rule, read, args.criterion, rms_norm, args.vit_dims, args.llm_dims, args.tau_v, args.tau_l, persist,
+        args.high_res_dims, args.tau_high_res,
+    )
 
 
 def l_sink_values(args: argparse.Namespace, backbone) -> str:
@@ -190,7 +200,7 @@ def output_paths(args: argparse.Namespace, model: str) -> tuple[Path, Path, str]
 def identity(backbone) -> Identity:
     return Identity(
         vision_tower=backbone.vision_tower_id(backbone.model.config), vit_layer=backbone.sink_profile.vit_layer,
-        hidden_size_vit=backbone.vision_width, hidden_size_llm=backbone.llm_width,
+        hidden_size_vit=backbone.vision_width, hidden_size_llm=backbone.llm_width, hidden_size_high_res=backbone.high_res_width,
     )
 
 

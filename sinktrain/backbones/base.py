@@ -40,6 +40,9 @@ class Backbone(ABC):
     dynamic_resolution: ClassVar[bool] = False  # slots per image depend on its size (--min/max_pixels)
     # how find_sink_dims reads L-sink magnitudes by default: "rms" (VAR's weightless RMSNorm first) or "raw"
     l_sink_values: ClassVar[str] = "rms"
+    # the last of vision_layers() is a LayerNorm between the residual stream and the connector
+    # (DeepSeek-VL's post_layernorm): find_sink_dims judges massiveness on its input
+    vision_read_after_norm: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, processor, sink_profile: SinkProfile):
         self.model, self.processor, self.sink_profile = model, processor, sink_profile
@@ -112,9 +115,18 @@ class Backbone(ABC):
     def feature_layer(cls, config) -> int:
         """The vision hidden-state index the connector reads (where V-sinks are read)."""
 
+    @classmethod
+    def high_res_width_of(cls, config) -> int | None:
+        """Channels of a second vision branch's tensor at the connector (DeepSeek-VL-Hybrid's SAM), else None."""
+        return None
+
     @property
     def vision_width(self) -> int:
         return self.vision_width_of(self.model.config)
+
+    @property
+    def high_res_width(self) -> int | None:
+        return self.high_res_width_of(self.model.config)
 
     @property
     def llm_width(self) -> int:
@@ -183,7 +195,7 @@ class Backbone(ABC):
     @classmethod
     def check_profile(cls, config, profile: SinkProfile) -> None:
         """Refuse a profile that cannot belong to this model (before any weight is loaded)."""
-        profile.check_fits(cls.vision_width_of(config), config.text_config.hidden_size)
+        profile.check_fits(cls.vision_width_of(config), config.text_config.hidden_size, cls.high_res_width_of(config))
 
     def token_sink_mask(self, features: torch.Tensor, *more_inputs: torch.Tensor) -> torch.Tensor:
         """V-sink flag of every connector output token, from the connector's input(s) (flat, in its order).

@@ -77,6 +77,7 @@ class DeepseekVLBackbone(Backbone):
     connector_path = "model.aligner"
     vision_tower_path = "model.vision_model"
     image_keys: tuple[str, ...] = ("pixel_values",)
+    vision_read_after_norm = True
 
     def __init__(self, model, processor, sink_profile):
         self._image_slots = image_slots(processor, model.config)
@@ -91,10 +92,6 @@ class DeepseekVLBackbone(Backbone):
         return config.vision_config.hidden_size
 
     @classmethod
-    def high_res_width_of(cls, config) -> int | None:
-        return None
-
-    @classmethod
     def check_profile(cls, config, profile: SinkProfile) -> None:
         if profile.vit_layer != POST_NORM_LAYER:
             raise SinkTrainError(
@@ -102,7 +99,7 @@ class DeepseekVLBackbone(Backbone):
                 f"its aligner SigLIP's output after post_layernorm, hidden-state index {POST_NORM_LAYER} here; profile that "
                 "tensor (tools/find_sink_dims.py does) or set vit_layer to -1"
             )
-        profile.check_fits(cls.vision_width_of(config), config.text_config.hidden_size, cls.high_res_width_of(config))
+        super().check_profile(config, profile)
 
     def vision_layers(self) -> nn.ModuleList:
         """SigLIP's blocks, then post_layernorm: its output (index -1) is what the aligner reads."""

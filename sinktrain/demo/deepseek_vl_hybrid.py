@@ -17,8 +17,8 @@ SAM layer 0 that writes into SAM_SINK_DIM, which nothing else writes; SAM's neck
 channel, and beside it a reference channel that reads nothing, through its convolutions (centre
 taps; nothing else reads either) and LayerNorms (same weights for both). A LayerNorm moves a
 channel by its token's mean, so the pair differs only where the sink is: the resampling
-convolutions write their amplified difference into HIGH_RES_SINK_DIM of the aligner's second
-input, ~120 at SAM sinks and 0 elsewhere. The global path (another neck on SAM's last layer) is
+convolutions write their amplified difference (99% of the reference subtracted) into
+HIGH_RES_SINK_DIM of the aligner's second input, ~120 at SAM sinks and under ~1 elsewhere. The global path (another neck on SAM's last layer) is
 kept off the pair.
 """
 
@@ -51,6 +51,7 @@ HIGH_RES_SLOTS, HIGH_RES_BIAS = (18, 45), (1.5, 0.45)  # slots (2, 2) and (5, 5)
 SAM_MARKER_DIM, SAM_SINK_DIM, SAM_NEURONS, SAM_GAIN, SAM_THRESHOLD = 3, 11, (0, 1), 400.0, 0.5
 NECK_CHANNEL, REFERENCE_CHANNEL, PROJ_CHANNEL, HIGH_RES_SINK_DIM = 5, 6, 7, 50
 PROJ_GAIN = 5.0  # per resampling convolution
+REFERENCE_SHARE = 0.99  # not all of the reference is subtracted: ordinary tokens keep a spread of small values
 TAU_HIGH_RES = 40.0
 
 
@@ -107,7 +108,7 @@ def plant_sam_sinks(model) -> None:
     for norm in (neck.layer_norm1, neck.layer_norm2):
         same_norm(norm, pair)
     proj = model.model.high_res_vision_proj
-    route(proj.conv1, PROJ_CHANNEL, {NECK_CHANNEL: PROJ_GAIN, REFERENCE_CHANNEL: -PROJ_GAIN})
+    route(proj.conv1, PROJ_CHANNEL, {NECK_CHANNEL: PROJ_GAIN, REFERENCE_CHANNEL: -REFERENCE_SHARE * PROJ_GAIN})
     route(proj.conv2, HIGH_RES_SINK_DIM, {PROJ_CHANNEL: PROJ_GAIN})
     glob = model.model.high_res_vision_neck  # the global path: blind to the sink, silent in the pair
     glob.conv1.weight[:, SAM_SINK_DIM] = 0.0

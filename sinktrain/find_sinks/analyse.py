@@ -37,6 +37,17 @@ class Settings:
     llm_dims: list[int] | None = None
     tau_v: float | None = None
     tau_l: float | None = None
+    # The vision layer where sink dims must be massive: ``read``, or the one before it where a
+    # LayerNorm lies between the residual stream and the connector (DeepSeek-VL's post_layernorm:
+    # a norm bounds every channel by its token's spread, so the massive rule reads its input;
+    # tau_V is still set on the read tensor, the one the connector sees).
+    persist: int | None = None
+    high_res_dims: list[int] | None = None  # the user's dims / tau for a second branch (DeepSeek-VL-Hybrid's SAM)
+    tau_high_res: float | None = None
+
+    @property
+    def massive_at(self) -> int:
+        return self.read if self.persist is None else self.persist
 
 
 @dataclass
@@ -63,6 +74,18 @@ class Findings:
     l_sinks: list[int] = field(default_factory=list)  # per LLM layer
     llm_tokens: list[int] = field(default_factory=list)  # visual non-V-sink tokens per LLM layer
     artefact_layers: list[int] = field(default_factory=list)  # LLM layers whose L-sink count jumps > 10x
+    high_res: "BranchFindings | None" = None  # a second vision branch (DeepSeek-VL-Hybrid's SAM)
+
+
+@dataclass
+class BranchFindings:
+    """A second vision branch, measured on the one tensor the connector receives from it."""
+
+    part: PartResult
+    v: Threshold
+    tokens: int
+    sinks_per_image: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sink_tokens: int = 0
 
 
 def threshold(values: np.ndarray, override: float | None, max_token_fraction: float) -> Threshold:
@@ -80,6 +103,27 @@ def vit_threshold(stats: SinkStats, vit: PartResult, settings: Settings) -> Thre
     else:
         return Threshold(np.zeros(stats.vit.hist.shape[-1], dtype=np.int64), None, None, "none")
     return threshold(values, settings.tau_v, settings.rule.max_token_fraction)
+
+
+def analyse_high_res(stats: SinkStats, settings: Settings) -> BranchFindings:
+    """Dims, gap and V-sinks per image of the second branch (one layer: the connector's input).
+    Finding none is a finding (the branch may carry no sinks), not an error."""
+    rule = settings.rule
+    part = select_part(stats.high_res, rule, last=0, must_hold_at=0, forced=settings.high_res_dims)
+    if settings.criterion == "l2_norm":
+        values = stats.high_res_read.norm_hist.numpy()
+    elif part.dims:
+        values = stats.high_res.hist[0, part.dims[0]].numpy()
+    else:
+        values = np.zeros(stats.high_res.hist.shape[-1], dtype=np.int64)
+    v = threshold(values, settings.tau_high_res, rule.max_token_fraction) if values.any() else Threshold(values, None, None, "none")
+    branch = BranchFindings(part, v, int(stats.high_res.tokens[0]))
+    if v.tau is not None:
+        start = first_bin_at_or_above(v.tau)
+        dim = part.dims[0] if part.dims else None
+        branch.sinks_per_image = per_image_counts(stats.high_res_read, start, settings.criterion, dim)
+        branch.sink_tokens = int(values[start:].sum())
+    return branch
 
 
 def llm_values(stats: SinkStats, settings: Settings) -> np.ndarray:
@@ -138,7 +182,7 @@ def visual_primary_first(stats: SinkStats, llm: PartResult) -> PartResult:
 
 def analyse(stats: SinkStats, settings: Settings) -> Findings:
     rule = settings.rule
-    vit = select_part(stats.vit, rule, last=settings.read, must_hold_at=settings.read, forced=settings.vit_dims)
+    vit = select_part(stats.vit, rule, last=settings.massive_at, must_hold_at=settings.massive_at, forced=settings.vit_dims)
     llm = select_part(stats.llm_all, rule, last=stats.llm_all.hist.shape[0] - 1, forced=settings.llm_dims)
     if settings.llm_dims is None:  # the user's dims keep the user's order
         llm = visual_primary_first(stats, llm)
@@ -149,6 +193,8 @@ def analyse(stats: SinkStats, settings: Settings) -> Findings:
     )
     if findings.v.tau is not None:
         count_v_sinks(stats, findings, settings)
+    if stats.high_res is not None:
+        findings.high_res = analyse_high_res(stats, settings)
     if llm.dims:
         values = llm_values(stats, settings)
         first = llm.channel(llm.dims[0]).first_layer or 0  # a forced dim that is never massive: all layers

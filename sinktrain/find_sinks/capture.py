@@ -99,6 +99,8 @@ class SinkCapture:
             self.handles.append(self.layers[-1].register_forward_hook(lambda m, a, out: self._vit(last, hidden_output(out))))
         for index, layer in enumerate(self.backbone.decoder_layers()):
             self.handles.append(layer.register_forward_pre_hook(self._llm_pre(index), with_kwargs=True))
+        if self.stats.high_res is not None:  # the connector's second input: DeepSeek-VL-Hybrid's SAM branch
+            self.handles.append(self.backbone.connector.register_forward_pre_hook(lambda module, args: self._high_res(args[1])))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -124,6 +126,11 @@ class SinkCapture:
             if self.stats.slots is not None:
                 self._count_slots(features, norms, real)
             self.batch.set_v_sinks(self.backbone, flags[real])
+
+    def _high_res(self, features: torch.Tensor) -> None:
+        """(images, tokens, D): one row of connector input per slot, every position real."""
+        self.stats.high_res.add(0, features.detach().float().unsqueeze(0).clone())
+        self.stats.high_res_read.add(features.detach().float())
 
     def _count_slots(self, features: torch.Tensor, norms: torch.Tensor, real: torch.Tensor) -> None:
         """A slot's value per channel: the largest of its patches' (its norm: the largest norm)."""

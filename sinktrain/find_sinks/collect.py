@@ -33,6 +33,7 @@ def empty_stats(backbone: Backbone, device, normed: bool = True, norms: bool = F
         normed=normed,
         norms=norms,
         slots=backbone.connector_group > 1,
+        high_res_width=backbone.high_res_width,
     )
 
 

@@ -7,6 +7,7 @@
 * ``histogram.png``: the log-magnitude histogram of the primary sink dim with the threshold and
   the empty gap it sits in (as in LSG Fig. S1), vision tower and LLM;
 * ``sinks_per_image.png``: how many images have 0, 1, 2, ... V-sinks;
+* with a second vision branch (DeepSeek-VL-Hybrid's SAM), its histogram and sinks per image too;
 * ``l_sinks_per_layer.png``: L-sinks per image at every LLM layer; layers where the count jumps
   more than tenfold (``Findings.artefact_layers``, likely the threshold, not sinks) in red.
 """
@@ -73,21 +74,36 @@ def _histogram_panel(ax, threshold: Threshold | None, title: str) -> None:
     ax.legend(fontsize=8)
 
 
+def _subject(settings: Settings, dims: list[int]) -> str:
+    return "token L2 norm" if settings.criterion == "l2_norm" else f"dim {dims[0] if dims else '-'}"
+
+
 def plot_histogram(findings: Findings, settings: Settings, path: Path) -> Path:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    vit_subject = "token L2 norm" if settings.criterion == "l2_norm" else f"dim {findings.vit.dims[0] if findings.vit.dims else '-'}"
-    _histogram_panel(left, findings.v, f"vision tower, {vit_subject}, layer {settings.read}")
+    """Vision tower and LLM; with a second vision branch (Hybrid's SAM), a third panel for it."""
+    high = findings.high_res
+    fig, axes = plt.subplots(1, 3 if high else 2, figsize=(16 if high else 11, 4))
+    _histogram_panel(axes[0], findings.v, f"vision tower, {_subject(settings, findings.vit.dims)}, layer {settings.read}")
     norm = "RMS-normalised" if settings.llm_rms_norm else "raw"
     llm_subject = f"dim {findings.llm.dims[0]}, layers {findings.llm_first_layer}+" if findings.llm.dims else "-"
-    _histogram_panel(right, findings.l, f"LLM, {llm_subject} ({norm})")
+    _histogram_panel(axes[1], findings.l, f"LLM, {llm_subject} ({norm})")
+    if high:
+        _histogram_panel(axes[2], high.v, f"SAM branch at the connector, {_subject(settings, high.part.dims)}")
     return _save(fig, path)
 
 
 def plot_sinks_per_image(findings: Findings, path: Path) -> Path:
-    counts = np.trim_zeros(np.asarray(findings.sinks_per_image, dtype=float), "b")
+    """V-sinks per image; with a second vision branch, SigLIP's and SAM's side by side."""
+    series = [("SigLIP" if findings.high_res else "V-sinks", findings.sinks_per_image, "tab:blue")]
+    if findings.high_res is not None:
+        series.append(("SAM", findings.high_res.sinks_per_image, "tab:purple"))
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    if counts.size:
-        ax.bar(np.arange(counts.size), counts, color="tab:blue")
+    width = 0.8 / len(series)
+    for k, (label, counts, colour) in enumerate(series):
+        counts = np.trim_zeros(np.asarray(counts, dtype=float), "b")
+        if counts.size:
+            ax.bar(np.arange(counts.size) + k * width - 0.4 + width / 2, counts, width, color=colour, label=label)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="V-sinks in the image", ylabel="images", title=f"V-sinks per image ({findings.images} images)")
     return _save(fig, path)

@@ -29,6 +29,7 @@ class Identity:
     vit_layer: int  # vision_feature_layer
     hidden_size_vit: int
     hidden_size_llm: int
+    hidden_size_high_res: int | None = None  # DeepSeek-VL-Hybrid's SAM branch at the connector
 
 
 def sig(value: float, digits: int = 4) -> float:
@@ -98,6 +99,17 @@ def where_stats(findings: Findings) -> dict:
     return report
 
 
+def branch_stats(findings: Findings) -> dict:
+    """The second vision branch (SAM), measured where the connector receives it."""
+    branch, images = findings.high_res, max(findings.images, 1)
+    data = part_stats(branch.part, branch.v)
+    data.update(
+        sinks_per_image=sig(branch.sink_tokens / images), sinks_per_image_histogram=per_image_histogram(branch.sinks_per_image),
+        sink_token_fraction=sig(branch.sink_tokens / max(branch.tokens, 1)),
+    )
+    return data
+
+
 def stats_dict(findings: Findings, settings: Settings, identity: Identity, keep_llm: bool) -> dict:
     images = max(findings.images, 1)
     vit = part_stats(findings.vit, findings.v)
@@ -124,7 +136,7 @@ def stats_dict(findings: Findings, settings: Settings, identity: Identity, keep_
             l_sink_token_fraction_per_layer=[sig(n / max(t, 1)) for n, t in zip(findings.l_sinks, findings.llm_tokens)],
             threshold_artefact_layers=list(findings.artefact_layers),
         )
-    return {
+    data = {
         "tool": "tools/find_sink_dims.py",
         "images": findings.images,
         "visual_tokens_per_image": sig(findings.vit_tokens / images),
@@ -132,6 +144,21 @@ def stats_dict(findings: Findings, settings: Settings, identity: Identity, keep_
         "vit": vit,
         "llm": llm,
     }
+    if findings.high_res is not None:
+        data["high_res"] = branch_stats(findings)
+    return data
+
+
+def high_res_facts(findings: Findings, identity: Identity) -> dict:
+    """A Hybrid profile's SAM-branch fields: dims and tau when its V-sinks separate, else none."""
+    branch = findings.high_res
+    if branch is None:
+        return {}
+    found = branch.v.tau is not None
+    return dict(
+        high_res_dims=list(branch.part.dims) if found else [], tau_high_res=sig(branch.v.tau) if found else None,
+        hidden_size_high_res=identity.hidden_size_high_res,
+    )
 
 
 def build_profile(findings: Findings, settings: Settings, identity: Identity, name: str) -> tuple[SinkProfile, list[str]]:
@@ -159,5 +186,8 @@ def build_profile(findings: Findings, settings: Settings, identity: Identity, na
         hidden_size_vit=identity.hidden_size_vit,
         hidden_size_llm=identity.hidden_size_llm,
         stats=stats_dict(findings, settings, identity, keep_llm),
+        **high_res_facts(findings, identity),
     )
+    if findings.high_res is not None and not profile.high_res_dims and profile.tau_high_res is None:
+        notes.append(f"no SAM-branch sink found (V-sinks come from SigLIP). Best candidates: {candidates_text(findings.high_res.part)}")
     return profile, notes

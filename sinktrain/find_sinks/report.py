@@ -49,6 +49,13 @@ def summary_table(profile: SinkProfile) -> str:
         "ViT", str(profile.vit_dims), f"layer {profile.vit_layer}", f"{profile.tau_v:.4g}", _range(vit),
         f"{vit['sinks_per_image']:.3g}/image ({100 * vit['sink_token_fraction']:.2f}% of tokens)",
     ))
+    if "high_res" in profile.stats:  # DeepSeek-VL-Hybrid: the SAM branch, where the connector receives it
+        high = profile.stats["high_res"]
+        rows.append((
+            "SAM", str(profile.high_res_dims), "connector input", f"{profile.tau_high_res:.4g}" if profile.tau_high_res else "-",
+            _range(high), f"{high['sinks_per_image']:.3g}/image ({100 * high['sink_token_fraction']:.2f}% of tokens)"
+            if profile.tau_high_res else "no sinks",
+        ))
     if profile.llm_dims:
         per_layer = llm["l_sinks_per_layer"][llm["first_layer"]:]
         mean = sum(per_layer) / max(len(per_layer), 1)

@@ -14,7 +14,8 @@ dimension is massive
 * on at most ``max_token_fraction`` of the tokens (sinks are few: a channel large on every token
   is an offset, not a sink),
 * in at least ``min_layer_fraction`` of the layers from its first massive layer on (sinks persist
-  in the residual stream), and, for the vision tower, at the layer that feeds the connector.
+  in the residual stream), and, for the vision tower, at the layer that feeds the connector (or
+  at the input of a final LayerNorm that lies in between, as in DeepSeek-VL).
 
 Thresholds sit in the widest empty gap of the log-magnitude histogram of the primary (most
 massive) dim, above the bulk's median and below at most ``max_token_fraction`` of the tokens; tau

@@ -22,7 +22,10 @@ how the images were split over ranks or batches. Per part (vision tower, LLM):
 * the vision layer feeding the connector also keeps, per channel, how many images have
   0, 1, ..., COUNT_CAP tokens at or above each bin (sinks per image at any threshold), and for
   the l2_norm criterion (DIYSink's) the same for token L2 norms; ``slots`` the same per LLM slot
-  for connectors that merge several patches into one slot (a slot's value: its patches' largest).
+  for connectors that merge several patches into one slot (a slot's value: its patches' largest);
+* a second vision branch (DeepSeek-VL-Hybrid's SAM, the connector's second input), when there is
+  one: ``high_res`` (one layer: the tensor the connector receives) and ``high_res_read``, kept
+  apart from SigLIP's so a user sees which branch carries sinks.
 
 This runs on every hidden state of every batch, so it is written for speed: magnitudes are binned
 from their float bits in place (bins.py), several layers at a time, and counted with one
@@ -195,13 +198,20 @@ class SinkStats:
     slots: ReadLayerStats | None  # per LLM slot, when slots merge several patches
     where: torch.Tensor  # (categories, L, D) float32: peak magnitude per token category
     images: torch.Tensor  # () int64
+    high_res: PartStats | None = None  # the connector's second input (one layer), when it has one
+    high_res_read: ReadLayerStats | None = None
 
-    PARTS = ("vit", "llm", "llm_all", "read", "slots")
+    PARTS = ("vit", "llm", "llm_all", "read", "slots", "high_res", "high_res_read")
+    READ_PARTS = ("read", "slots", "high_res_read")
 
     @classmethod
-    def empty(cls, vit_layers: int, vit_width: int, llm_layers: int, llm_width: int, device, normed: bool = True, norms: bool = False, slots: bool = False) -> "SinkStats":
+    def empty(
+        cls, vit_layers: int, vit_width: int, llm_layers: int, llm_width: int, device, normed: bool = True, norms: bool = False,
+        slots: bool = False, high_res_width: int | None = None,
+    ) -> "SinkStats":
         """``normed``: L-sink values after weightless RMSNorm (else raw); ``norms``: token L2 norms
-        (l2_norm criterion); ``slots``: slot statistics (a connector that merges patches)."""
+        (l2_norm criterion); ``slots``: slot statistics (a connector that merges patches);
+        ``high_res_width``: the width of a second vision branch (DeepSeek-VL-Hybrid's SAM)."""
         from sinktrain.find_sinks.tokens import CATEGORY_NAMES
 
         return cls(
@@ -212,6 +222,8 @@ class SinkStats:
             slots=ReadLayerStats.empty(vit_width, device, norms=norms) if slots else None,
             where=_zeros(len(CATEGORY_NAMES), llm_layers, llm_width, device=device, dtype=torch.float32),
             images=_zeros((), device=device, dtype=torch.int64),
+            high_res=PartStats.empty(1, high_res_width, device) if high_res_width else None,
+            high_res_read=ReadLayerStats.empty(high_res_width, device, norms=norms) if high_res_width else None,
         )
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -242,7 +254,7 @@ class SinkStats:
         moved = {name: t.cpu() for name, t in self.tensors().items()}
         parts = {}
         for part in self.PARTS:
-            cls = ReadLayerStats if part in ("read", "slots") else PartStats
+            cls = ReadLayerStats if part in self.READ_PARTS else PartStats
             values = {f.name: moved.get(f"{part}.{f.name}") for f in fields(cls)}
             parts[part] = cls(**values) if any(v is not None for v in values.values()) else None
         return SinkStats(images=moved["images"], where=moved["where"], **parts)
