@@ -24,7 +24,7 @@ import pytest
 from sinktrain import demo
 from sinktrain.backbones.registry import load_backbone
 from sinktrain.demo.trained import SINK_READING_LAYER
-from sinktrain.lsg.gate_file import gating_from_checkpoint
+from sinktrain.lsg.gate_file import gating_from_checkpoint, read_gates
 
 from held_out import check_gates_started_neutral, held_out_loss, r_sink_events
 from recipe_checks import check_resume, check_zero3, mean_loss, run_ranks
@@ -86,6 +86,8 @@ def test_lsg_finds_the_sink_reading_layer_and_resumes(name, tmp_path, deepspeed_
     events = r_sink_events(tmp_path)
     assert len(events.Histograms(f"lsg/r_sink/layer_{SINK_READING_LAYER}")) == LSG_STEPS
     check_gates_started_neutral(events, [1, 2, 3])
+    gates, _ = read_gates(tmp_path / "gates")
+    assert {rank["zero"]["trainable_elements"] for rank in run_ranks(tmp_path)} == {sum(g.numel() for g in gates.values())}  # only gates train
     backbone = load_backbone(str(demo.ensure_demo_trained_model(name)))
     stock, _ = held_out_loss(backbone)
     gated, r_sink = held_out_loss(backbone, gating_from_checkpoint(backbone, tmp_path / "gates"))
