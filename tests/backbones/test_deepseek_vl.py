@@ -7,7 +7,8 @@ slots, both image tensors equal the stock processor's, a text-only batch runs bo
 the aligner's two inputs, and freezing the vision freezes SAM, its necks and alpha. Bad inputs: a
 profile whose SigLIP and SAM facts are swapped (width mismatch), a Hybrid profile on DeepSeek-VL
 (and on LLaVA), a profile read before the norm, a branch named without its facts, and a processor
-whose image token count is not the model's.
+whose image token count is not the model's. The real DeepSeek-VL-7B has no built-in profile (the
+error names find_sink_dims) and takes the two-branch profile that tool writes.
 """
 
 import dataclasses
@@ -18,9 +19,10 @@ import shutil
 import pytest
 import torch
 from PIL import Image
+from transformers import DeepseekVLHybridConfig, LlamaConfig, SamVisionConfig, SiglipVisionConfig
 
 from sinktrain.backbones.profiles import SinkProfile, save_profile
-from sinktrain.backbones.registry import load_backbone
+from sinktrain.backbones.registry import load_backbone, resolve_profile
 from sinktrain.data.scenes import demo_samples
 from sinktrain.demo import deepseek_vl as planted, deepseek_vl_hybrid as hybrid, ensure_demo_model
 from sinktrain.errors import SinkTrainError
@@ -182,3 +184,25 @@ def test_a_processor_expanding_another_token_count_is_refused(plain_dir, tmp_pat
     (copy / "processor_config.json").write_text(json.dumps(settings))
     with pytest.raises(SinkTrainError, match="expands each image into 576 tokens.*gives 64"):
         load_backbone(str(copy))
+
+
+def deepseek_vl_7b_config():
+    """deepseek-vl-7b-chat's shapes (config only: never instantiated): SigLIP-L/16 at 384 px, SAM-B
+    at 1024 px (256 output channels, so 1024 at the aligner), a 30-layer LLaMA of width 4096."""
+    vision = SiglipVisionConfig(hidden_size=1024, intermediate_size=4096, num_attention_heads=16, num_hidden_layers=24, patch_size=16, image_size=384)
+    sam = SamVisionConfig(hidden_size=768, output_channels=256, num_hidden_layers=12, image_size=1024, patch_size=16, global_attn_indexes=[2, 5, 8, 11])
+    text = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_hidden_layers=30)
+    return DeepseekVLHybridConfig(vision_config=vision, high_res_vision_config=sam, text_config=text)
+
+
+def test_the_real_7b_needs_find_sink_dims_and_takes_its_profile(tmp_path):
+    config = deepseek_vl_7b_config()
+    with pytest.raises(SinkTrainError, match="no built-in sink profile for vision tower 'siglip_vision_model-h1024-p16-384'.*find_sink_dims"):
+        resolve_profile(str(tmp_path), config, None)
+    found = SinkProfile(
+        name="deepseek-vl-7b", vision_tower="siglip_vision_model-h1024-p16-384", vit_dims=[10], vit_layer=-1, criterion="dim_threshold",
+        tau_v=30.0, hidden_size_vit=1024, hidden_size_llm=4096, high_res_dims=[7], tau_high_res=20.0, hidden_size_high_res=1024,
+        sink_branch="either",
+    )
+    save_profile(found, tmp_path / "profile.json")
+    assert resolve_profile(str(tmp_path), config, str(tmp_path / "profile.json")) == found
