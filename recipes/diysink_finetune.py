@@ -1,7 +1,8 @@
 """DIYSink stage 2: finetune the DualMLP connector jointly with the LLM (ViT frozen), LLaVA-style.
 
 Runs on the embedded tiny LLaVA and demo shards with no flags; on another family's tiny model with
---model demo:qwen2_vl (or demo:qwen2_5_vl); on a real model and data with --model and --data:
+--model demo:FAMILY (qwen2_vl, qwen2_5_vl, llava_onevision, deepseek_vl, deepseek_vl_hybrid); on a
+real model and data with --model and --data:
 
     deepspeed --num_gpus 2 recipes/diysink_finetune.py --ds_config ds_configs/zero3.json
     deepspeed --num_gpus 8 recipes/diysink_finetune.py --ds_config ds_configs/zero3.json \\

@@ -8,7 +8,10 @@ Vision tower: hidden-state index k is the input of encoder layer k (k = L: the l
 output), the indexing of ``output_hidden_states`` that ``vision_feature_layer`` refers to; states
 0 .. the one feeding the connector are counted, on the positions that reach it
 (``Backbone.vision_states``: CLS dropped where LLaVA drops it, Qwen's flat patch sequence cut per
-image). LLM: layer l is the input of decoder layer l (where LSG gates read it), counted twice:
+image; where the family lists a final LayerNorm last among its vision layers, DeepSeek-VL's
+post_layernorm, the last index is that norm's output, the tensor its connector reads). A second
+vision branch (DeepSeek-VL-Hybrid's SAM) is counted once, at the connector's second input. LLM:
+layer l is the input of decoder layer l (where LSG gates read it), counted twice:
 every attended token (where massive dims are chosen), and the visual slots that are not V-sinks
 (an L-sink is a visual token that is not a V-sink); ``VSinkFlag`` says which those are, and the
 backbone maps its per-patch flags onto slots as it maps V-sinks (a merged slot is a V-sink when
