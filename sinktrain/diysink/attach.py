@@ -14,8 +14,8 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from sinktrain.backbones.base import Backbone
-from sinktrain.backbones.slots import sink_first_order
 from sinktrain.diysink.connector import DualMLPConnector
+from sinktrain.diysink.sink_to_front import sink_to_front
 from sinktrain.errors import SinkTrainError
 from sinktrain.train.zero import copy_parameters, load_state
 
@@ -31,7 +31,7 @@ def attach_dual_mlp(backbone: Backbone, sink_first: bool = True, connector_init:
         load_connector_weights(connector, connector_init)
     backbone.connector = connector
     if sink_first:
-        backbone.slots.orderers.append(sink_first_order)
+        sink_to_front(backbone)
     return connector
 
 

@@ -135,6 +135,16 @@ def capture_llm_inputs(backbone) -> tuple[list[dict], object]:
     return store, backbone.language_model.register_forward_pre_hook(record, with_kwargs=True)
 
 
+def position_rows(captured: dict, row: int, columns: torch.Tensor) -> torch.Tensor:
+    """The position ids a captured LLM input gives these columns of one row."""
+    positions = captured.get("position_ids")
+    if positions is None:  # LLaVA's training forward: the LLM counts positions itself
+        positions = torch.arange(captured["inputs_embeds"].shape[1]).unsqueeze(0).expand(captured["inputs_embeds"].shape[0], -1)
+    if positions.dim() == 3:  # M-RoPE (t, h, w) rows
+        return positions[-3:, row, columns]
+    return positions[row, columns]
+
+
 @torch.no_grad()
 def logits_of(model, inputs: dict) -> torch.Tensor:
     return model(**inputs).logits

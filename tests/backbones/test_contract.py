@@ -23,7 +23,7 @@ from sinktrain.errors import SinkTrainError
 from sinktrain.eval.generate import prompt_inputs
 from sinktrain.data.eval_set import EvalSample
 from sinktrain.lsg.gating import LayerGating
-from families import capture_llm_inputs, collate, examples, logits_of, perturb, text_only, with_images
+from families import capture_llm_inputs, collate, examples, logits_of, perturb, position_rows, text_only, with_images
 
 ATOL = 1e-5  # fp32 on CPU: neutral paths agree to rounding (the DualMLP projects row subsets)
 QUESTION, ANSWER = "What colour are the objects?", "red"
@@ -145,15 +145,6 @@ def test_sink_first_moves_sinks_with_their_own_positions(family, stock, fresh, s
         assert torch.equal(position_rows(after[0], row, layout), position_rows(before[0], row, layout))
         assert torch.equal(fresh.slots.state.patch[row], patch[row])
     assert moved >= 2, "the fixture should move some sinks"
-
-
-def position_rows(captured: dict, row: int, columns: torch.Tensor) -> torch.Tensor:
-    positions = captured.get("position_ids")
-    if positions is None:  # LLaVA's training forward: the LLM counts positions itself
-        positions = torch.arange(captured["inputs_embeds"].shape[1]).unsqueeze(0).expand(captured["inputs_embeds"].shape[0], -1)
-    if positions.dim() == 3:  # M-RoPE (t, h, w) rows
-        return positions[-3:, row, columns]
-    return positions[row, columns]
 
 
 # -- DualMLP: both connectors start from the stock one, and both train -------------------------
