@@ -56,3 +56,20 @@ def cached_generate_equals_recompute(backbone, gating, prompt: dict, vision: dic
         ids, mask = torch.cat([ids, next_ids], 1), torch.cat([mask, torch.ones_like(next_ids)], 1)
     assert torch.equal(cached.sequences, ids)
     return ids[:, length:]
+
+
+def assert_three_groups(backbone, gating, hidden, truth, layers) -> None:
+    """At each layer the profile's L-sink rule finds exactly ``truth`` (planted L-sink slots), and
+    the gates' groups are exactly V-sinks, those L-sinks, the other patch slots, and the rest."""
+    from sinktrain.lsg.keys import L_SINK, ORDINARY, TEXT, V_SINK
+    from sinktrain.sinks import l_sink_mask
+
+    state, profile = backbone.slots.state, backbone.sink_profile
+    for layer in layers:
+        found = l_sink_mask(hidden[layer], state.patch, state.v_sinks, profile.llm_dims, profile.tau_l, profile.llm_rms_norm)
+        assert torch.equal(found, truth), layer
+        groups = gating._groups_at(hidden[layer], state)
+        assert torch.equal(groups == L_SINK, truth)
+        assert torch.equal(groups == V_SINK, state.v_sinks)
+        assert torch.equal(groups == ORDINARY, state.patch & ~truth & ~state.v_sinks)
+        assert torch.equal(groups == TEXT, ~state.patch)

@@ -19,8 +19,8 @@ from sinktrain.data.scenes import demo_samples
 from sinktrain.demo import deepseek_vl as demo, deepseek_vl_hybrid as hybrid, ensure_demo_model
 from sinktrain.eval.generate import prompt_inputs
 from sinktrain.lsg.gating import LayerGating
-from sinktrain.lsg.keys import L_SINK, ORDINARY, TEXT, V_SINK
-from sinktrain.sinks import l_sink_mask
+
+from gate_checks import assert_three_groups
 
 CASES = [("deepseek_vl", "low_res"), ("deepseek_vl_hybrid", "low_res"), ("deepseek_vl_hybrid", "either")]
 
@@ -52,12 +52,4 @@ def test_three_groups_find_exactly_the_planted_sinks(name, branch):
     if branch == "either":  # SAM's sinks join SigLIP's
         slots = state.v_sinks[state.visual].view(len(images), -1)
         assert slots[:, list(hybrid.HIGH_RES_SLOTS)].any(dim=1).all()
-    profile = backbone.sink_profile
-    for layer in (2, 3):
-        found = l_sink_mask(hidden[layer], state.patch, state.v_sinks, profile.llm_dims, profile.tau_l, profile.llm_rms_norm)
-        assert torch.equal(found, truth), layer
-        groups = gating._groups_at(hidden[layer], state)
-        assert torch.equal(groups == L_SINK, truth)
-        assert torch.equal(groups == V_SINK, state.v_sinks)
-        assert torch.equal(groups == ORDINARY, state.patch & ~truth & ~state.v_sinks)
-        assert torch.equal(groups == TEXT, ~state.patch)
+    assert_three_groups(backbone, gating, hidden, truth, (2, 3))

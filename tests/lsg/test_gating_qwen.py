@@ -23,10 +23,8 @@ from sinktrain.demo import ensure_demo_model
 from sinktrain.demo import qwen2_vl as demo
 from sinktrain.eval.generate import prompt_inputs
 from sinktrain.lsg.gating import LayerGating
-from sinktrain.lsg.keys import L_SINK, ORDINARY, TEXT, V_SINK
-from sinktrain.sinks import l_sink_mask
 
-from gate_checks import assert_keys_scaled, cached_generate_equals_recompute, last_prompt_index
+from gate_checks import assert_keys_scaled, assert_three_groups, cached_generate_equals_recompute, last_prompt_index
 
 TEMPLATE = "qwen2_vl"
 QUESTIONS = ("How many objects are in the image?", "What colour are the objects?", "Is it small?")  # unequal lengths
@@ -145,15 +143,7 @@ def test_three_groups_find_exactly_the_planted_l_sinks(model_dir):
     for row, image in enumerate(images):  # a V-sink is the slot under the image's watermark (slot order, not window order)
         sinks = state.v_sinks[row][state.patch[row]].nonzero().flatten().tolist()
         assert sinks in ([], [watermark_slot(image, inputs["image_grid_thw"][row])]), row
-    profile = backbone.sink_profile
-    for layer in (2, 3):  # the neuron is in layer 1's MLP: L-sinks enter layers 2 and 3
-        found = l_sink_mask(hidden[layer], state.patch, state.v_sinks, profile.llm_dims, profile.tau_l, profile.llm_rms_norm)
-        assert torch.equal(found, truth), layer
-        groups = gating._groups_at(hidden[layer], state)
-        assert torch.equal(groups == L_SINK, truth)
-        assert torch.equal(groups == V_SINK, state.v_sinks)
-        assert torch.equal(groups == ORDINARY, state.patch & ~truth & ~state.v_sinks)
-        assert torch.equal(groups == TEXT, ~state.patch)
+    assert_three_groups(backbone, gating, hidden, truth, (2, 3))  # the neuron is in layer 1's MLP: L-sinks enter layers 2 and 3
 
 
 def test_gating_signal_and_slot_state_under_padding(model_dir, prompt):
