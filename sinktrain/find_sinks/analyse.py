@@ -95,34 +95,30 @@ def threshold(values: np.ndarray, override: float | None, max_token_fraction: fl
     return Threshold(values, gap, gap.tau if gap else None, "gap" if gap else "none")
 
 
-def vit_threshold(stats: SinkStats, vit: PartResult, settings: Settings) -> Threshold:
+def read_threshold(layer_hist, read, dims: list[int], settings: Settings, override: float | None) -> Threshold:
+    """tau on a tensor a connector receives: its primary dim's histogram (``layer_hist`` (D, B)),
+    or the token L2 norms of ``read`` (ReadLayerStats) under the l2_norm criterion."""
     if settings.criterion == "l2_norm":
-        values = stats.read.norm_hist.numpy()
-    elif vit.dims:
-        values = stats.vit.hist[settings.read, vit.dims[0]].numpy()
+        values = read.norm_hist.numpy()
+    elif dims:
+        values = layer_hist[dims[0]].numpy()
     else:
-        return Threshold(np.zeros(stats.vit.hist.shape[-1], dtype=np.int64), None, None, "none")
-    return threshold(values, settings.tau_v, settings.rule.max_token_fraction)
+        return Threshold(np.zeros(layer_hist.shape[-1], dtype=np.int64), None, None, "none")
+    return threshold(values, override, settings.rule.max_token_fraction)
+
+
+def vit_threshold(stats: SinkStats, vit: PartResult, settings: Settings) -> Threshold:
+    return read_threshold(stats.vit.hist[settings.read], stats.read, vit.dims, settings, settings.tau_v)
 
 
 def analyse_high_res(stats: SinkStats, settings: Settings) -> BranchFindings:
     """Dims, gap and V-sinks per image of the second branch (one layer: the connector's input).
     Finding none is a finding (the branch may carry no sinks), not an error."""
-    rule = settings.rule
-    part = select_part(stats.high_res, rule, last=0, must_hold_at=0, forced=settings.high_res_dims)
-    if settings.criterion == "l2_norm":
-        values = stats.high_res_read.norm_hist.numpy()
-    elif part.dims:
-        values = stats.high_res.hist[0, part.dims[0]].numpy()
-    else:
-        values = np.zeros(stats.high_res.hist.shape[-1], dtype=np.int64)
-    v = threshold(values, settings.tau_high_res, rule.max_token_fraction) if values.any() else Threshold(values, None, None, "none")
+    part = select_part(stats.high_res, settings.rule, last=0, must_hold_at=0, forced=settings.high_res_dims)
+    v = read_threshold(stats.high_res.hist[0], stats.high_res_read, part.dims, settings, settings.tau_high_res)
     branch = BranchFindings(part, v, int(stats.high_res.tokens[0]))
     if v.tau is not None:
-        start = first_bin_at_or_above(v.tau)
-        dim = part.dims[0] if part.dims else None
-        branch.sinks_per_image = per_image_counts(stats.high_res_read, start, settings.criterion, dim)
-        branch.sink_tokens = int(values[start:].sum())
+        branch.sinks_per_image, branch.sink_tokens = sink_counts(v, stats.high_res_read, part.dims, settings.criterion)
     return branch
 
 
@@ -136,16 +132,17 @@ def per_image_counts(read, start: int, criterion: str, dim: int | None) -> np.nd
     return (read.norm_per_image()[start] if criterion == "l2_norm" else read.per_image()[dim, start]).numpy()
 
 
+def sink_counts(v: Threshold, read, dims: list[int], criterion: str) -> tuple[np.ndarray, int]:
+    """Images with 0, 1, ... V-sinks, and V-sink tokens, at tau ``v.tau`` (on the values it was set on)."""
+    start = first_bin_at_or_above(v.tau)
+    return per_image_counts(read, start, criterion, dims[0] if dims else None), int(v.values[start:].sum())
+
+
 def count_v_sinks(stats: SinkStats, findings: Findings, settings: Settings) -> None:
-    start = first_bin_at_or_above(findings.v.tau)
-    dim = findings.vit.dims[0] if findings.vit.dims else None
-    findings.sinks_per_image = per_image_counts(stats.read, start, settings.criterion, dim)
-    if settings.criterion == "l2_norm":
-        findings.v_sink_tokens = int(stats.read.norm_hist[start:].sum())
-    else:
-        findings.v_sink_tokens = int(stats.vit.hist[settings.read, dim, start:].sum())
+    findings.sinks_per_image, findings.v_sink_tokens = sink_counts(findings.v, stats.read, findings.vit.dims, settings.criterion)
     if stats.slots is not None:
-        findings.slot_sinks_per_image = per_image_counts(stats.slots, start, settings.criterion, dim)
+        dim = findings.vit.dims[0] if findings.vit.dims else None
+        findings.slot_sinks_per_image = per_image_counts(stats.slots, first_bin_at_or_above(findings.v.tau), settings.criterion, dim)
 
 
 def count_l_sinks(values: np.ndarray, findings: Findings) -> None:

@@ -99,26 +99,26 @@ def where_stats(findings: Findings) -> dict:
     return report
 
 
+def sink_count_stats(sink_tokens: int, per_image: np.ndarray, tokens: int, images: int) -> dict:
+    """V-sinks per image (mean and histogram) and their share of the tokens at the read tensor."""
+    return dict(
+        sinks_per_image=sig(sink_tokens / images), sinks_per_image_histogram=per_image_histogram(per_image),
+        sink_token_fraction=sig(sink_tokens / max(tokens, 1)),
+    )
+
+
 def branch_stats(findings: Findings) -> dict:
     """The second vision branch (SAM), measured where the connector receives it."""
-    branch, images = findings.high_res, max(findings.images, 1)
+    branch = findings.high_res
     data = part_stats(branch.part, branch.v)
-    data.update(
-        sinks_per_image=sig(branch.sink_tokens / images), sinks_per_image_histogram=per_image_histogram(branch.sinks_per_image),
-        sink_token_fraction=sig(branch.sink_tokens / max(branch.tokens, 1)),
-    )
+    data.update(sink_count_stats(branch.sink_tokens, branch.sinks_per_image, branch.tokens, max(findings.images, 1)))
     return data
 
 
 def stats_dict(findings: Findings, settings: Settings, identity: Identity, keep_llm: bool) -> dict:
     images = max(findings.images, 1)
     vit = part_stats(findings.vit, findings.v)
-    vit.update(
-        read_layer_index=settings.read,
-        sinks_per_image=sig(findings.v_sink_tokens / images),
-        sinks_per_image_histogram=per_image_histogram(findings.sinks_per_image),
-        sink_token_fraction=sig(findings.v_sink_tokens / max(findings.vit_tokens, 1)),
-    )
+    vit.update(read_layer_index=settings.read, **sink_count_stats(findings.v_sink_tokens, findings.sinks_per_image, findings.vit_tokens, images))
     if findings.slot_sinks_per_image is not None:  # a merging connector: V-sinks per LLM slot too
         slots = findings.slot_sinks_per_image
         vit.update(
