@@ -8,7 +8,7 @@ sentencepiece tokenizer trained on the demo vocabulary and DeepSeek-VL's system 
 mean colour) and its chat template. Weights are random from a fixed seed, plus:
 
 * V-sinks: the tiny LLaVA's corner markers (1-4 candidates firing by background brightness)
-  drive a step of two MLP neurons in SigLIP layer 1 that writes SINK_GAIN into SINK_DIM. The
+  drive a step of two MLP neurons in SigLIP layer 0 that writes SINK_GAIN into SINK_DIM. The
   aligner reads *after* the final LayerNorm, which divides each token by its own spread: a sink
   token's SINK_DIM comes out near sqrt(64) = 8 whatever its size, an ordinary token's near its
   z-score. ``post_layernorm`` weighs SINK_DIM by POST_NORM_GAIN, as trained SigLIPs keep massive
@@ -150,10 +150,6 @@ def demo_profile(**hybrid) -> SinkProfile:
     )
 
 
-def image_processor(**kwargs) -> DeepseekVLImageProcessorPil:
-    return DeepseekVLImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, **kwargs)
-
-
 def save_processor(out_dir: Path, processor_class, images, tokenizer) -> None:
     processor = processor_class(
         image_processor=images, tokenizer=tokenizer, chat_template=chat_template(), num_image_tokens=(IMAGE_SIZE // PATCH) ** 2,
@@ -176,5 +172,5 @@ def build(out_dir: Path) -> None:
         open_aligner(aligner.linear1, aligner.linear2)
         plant_l_sinks(aligner.linear1, aligner.linear2, model.model.language_model)
     model.save_pretrained(out_dir)
-    save_processor(out_dir, DeepseekVLProcessor, image_processor(), tokenizer)
+    save_processor(out_dir, DeepseekVLProcessor, DeepseekVLImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}), tokenizer)
     save_profile(demo_profile(), out_dir / PROFILE_FILE)

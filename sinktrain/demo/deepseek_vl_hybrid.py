@@ -18,8 +18,8 @@ channel, and beside it a reference channel that reads nothing, through its convo
 taps; nothing else reads either) and LayerNorms (same weights for both). A LayerNorm moves a
 channel by its token's mean, so the pair differs only where the sink is: the resampling
 convolutions write their amplified difference (99% of the reference subtracted) into
-HIGH_RES_SINK_DIM of the aligner's second input, ~120 at SAM sinks and under ~1 elsewhere. The global path (another neck on SAM's last layer) is
-kept off the pair.
+HIGH_RES_SINK_DIM of the aligner's second input, ~120 at SAM sinks and under ~1 elsewhere. The
+global path (another neck on SAM's last layer) is kept off the pair.
 """
 
 from __future__ import annotations
