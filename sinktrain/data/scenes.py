@@ -10,8 +10,8 @@ are text-only (colour mixing, small sums) so the text-only path of the trainer i
     for record, png in demo_samples(num_samples=8, seed=0):
         print(record["conversations"])
 
-`multi_image_samples` mixes in questions about 2 or 3 such images (which has more shapes, which
-shows red circles, ...; answers follow from the scenes), for multi-image training (LLaVA-OneVision).
+Questions about 2 or 3 such images (multi-image training, LLaVA-OneVision) are in
+``sinktrain.data.multi_scenes``.
 
 Records are in LLaVA format; `sinktrain.data.shards.write_demo_shards` turns them into shards.
 Everything is drawn from one `random.Random(seed)`, so a seed fully determines the data.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import io
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Iterator
 
 from PIL import Image, ImageDraw
@@ -157,7 +157,7 @@ def answer(scene: Scene, category: str) -> str:
     }[category]
 
 
-def _turns(question: str, reply: str, with_image: bool) -> list[dict]:
+def qa_turns(question: str, reply: str, with_image: bool) -> list[dict]:
     prefix = "<image>\n" if with_image else ""
     return [{"from": "human", "value": prefix + question}, {"from": "gpt", "value": reply}]
 
@@ -170,10 +170,10 @@ def scene_records(scene: Scene, key: str, rng: random.Random) -> list[dict]:
     """
     records = []
     for category in CATEGORIES:
-        conversations = _turns(rng.choice(QUESTIONS[category]), answer(scene, category), True)
+        conversations = qa_turns(rng.choice(QUESTIONS[category]), answer(scene, category), True)
         if rng.random() < MULTI_TURN_FRACTION:
             second = rng.choice([c for c in CATEGORIES if c != category])
-            conversations += _turns(rng.choice(QUESTIONS[second]), answer(scene, second), False)
+            conversations += qa_turns(rng.choice(QUESTIONS[second]), answer(scene, second), False)
         records.append(
             {"id": key, "image": f"{key}.png", "category": category, "conversations": conversations}
         )
@@ -190,7 +190,7 @@ def text_only_record(key: str, rng: random.Random) -> dict:
         a = rng.randint(0, 9)
         b = rng.randint(0, 9 - a)  # keep the answer a single digit
         question, reply = SUM_QUESTION.format(a=a, b=b), str(a + b)
-    return {"id": key, "category": "other", "conversations": _turns(question, reply, False)}
+    return {"id": key, "category": "other", "conversations": qa_turns(question, reply, False)}
 
 
 def demo_samples(num_samples: int, seed: int) -> Iterator[tuple[dict, bytes | None]]:
@@ -209,88 +209,6 @@ def single_image_sample(key: str, rng: random.Random) -> tuple[dict, bytes]:
     scene = random_scene(rng)
     image = draw_scene(scene, rng)
     return rng.choice(scene_records(scene, key, rng)), png_bytes(image)
-
-
-# --- multi-image questions ------------------------------------------------------------------
-
-ORDINALS = ("first", "second", "third")
-MULTI_QUESTIONS = {  # category -> (number of images, question); answers: multi_question
-    "more": (2, "Which image has more shapes, the first or the second?"),
-    "same_shape": (2, "Do the two images show the same shape?"),
-    "find": (3, "Which image shows {colour} {shape}s?"),
-    "total": (3, "How many shapes are there in the three images together?"),
-    "nth_colour": (0, "What colour are the shapes in the {nth} image?"),  # 0: asked of 2 or 3 images
-}
-# Share of each kind in multi_image_samples; the rest are 2- and 3-image questions, half each.
-MULTI_TEXT_ONLY, MULTI_SINGLE = 0.08, 0.12
-
-
-def _other(rng: random.Random, options, current):
-    return rng.choice([option for option in options if option != current])
-
-
-def _look(scene: Scene) -> tuple[str, str]:
-    return scene.colour, scene.shape
-
-
-def multi_scenes(category: str, count: int, rng: random.Random) -> list[Scene]:
-    """`count` random scenes, adjusted so the category's question has exactly one answer."""
-    scenes = [random_scene(rng) for _ in range(count)]
-    first, second = scenes[0], scenes[1]
-    if category == "more" and first.count == second.count:
-        scenes[1] = replace(second, count=_other(rng, range(1, MAX_COUNT + 1), first.count))
-    elif category == "same_shape":  # as many yes as no
-        shape = first.shape if rng.random() < 0.5 else _other(rng, SHAPES, first.shape)
-        scenes[1] = replace(second, shape=shape)
-    elif category == "find":  # at least the first scene's colour and shape are shown nowhere else
-        scenes[1:] = [replace(s, colour=_other(rng, sorted(COLOURS), first.colour)) if _look(s) == _look(first) else s
-                      for s in scenes[1:]]
-    return scenes
-
-
-def multi_question(category: str, scenes: list[Scene], rng: random.Random) -> tuple[str, str]:
-    """(question, answer) of a multi-image category about `scenes`, in image order."""
-    question = MULTI_QUESTIONS[category][1]
-    if category == "more":
-        return question, ORDINALS[scenes[1].count > scenes[0].count]
-    if category == "same_shape":
-        return question, "yes" if scenes[0].shape == scenes[1].shape else "no"
-    if category == "total":
-        return question, str(sum(s.count for s in scenes))
-    if category == "nth_colour":
-        nth = rng.randrange(len(scenes))
-        return question.format(nth=ORDINALS[nth]), scenes[nth].colour
-    looks = [_look(s) for s in scenes]  # "find": ask for a look exactly one image shows
-    target = rng.choice([i for i, look in enumerate(looks) if looks.count(look) == 1])
-    colour, shape = looks[target]
-    return question.format(colour=colour, shape=shape), ORDINALS[target]
-
-
-def multi_image_record(key: str, count: int, rng: random.Random) -> tuple[dict, list[bytes]]:
-    """A question about `count` (2 or 3) scenes: the LLaVA record and the images' PNGs, in order."""
-    category = rng.choice([c for c, (n, _) in MULTI_QUESTIONS.items() if n in (0, count)])
-    scenes = multi_scenes(category, count, rng)
-    pngs = [png_bytes(draw_scene(scene, rng)) for scene in scenes]
-    question, reply = multi_question(category, scenes, rng)
-    record = {
-        "id": key, "image": [f"{key}.{i}.png" for i in range(count)], "category": category,
-        "conversations": _turns("<image>\n" * (count - 1) + question, reply, True),
-    }
-    return record, pngs
-
-
-def multi_image_samples(num_samples: int, seed: int) -> Iterator[tuple[dict, bytes | list[bytes] | None]]:
-    """Yield (record, PNG | list of PNGs | None): 2- and 3-image questions with a few single-image
-    and text-only samples mixed in (MULTI_SINGLE, MULTI_TEXT_ONLY), reproducibly from `seed`."""
-    rng = random.Random(seed)
-    for index in range(num_samples):
-        key, kind = f"multi-{index:06d}", rng.random()
-        if kind < MULTI_TEXT_ONLY:
-            yield text_only_record(key, rng), None
-        elif kind < MULTI_TEXT_ONLY + MULTI_SINGLE:
-            yield single_image_sample(key, rng)
-        else:
-            yield multi_image_record(key, 2 + (rng.random() < 0.5), rng)
 
 
 def vocabulary_sentences() -> list[str]:

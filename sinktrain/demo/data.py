@@ -61,7 +61,7 @@ def demo_eval_pattern() -> str:
 
 def demo_multi_image_pattern() -> str:
     """Multi-image demo shards: 2- and 3-image questions, with single-image and text-only samples mixed in."""
-    from sinktrain.data.scenes import multi_image_samples
+    from sinktrain.data.multi_scenes import multi_image_samples
 
     target = ensure_shards(demo_multi_dir(), MULTI_SAMPLES, MULTI_SHARDS, MULTI_SEED, multi_image_samples)
     return shard_pattern(target, MULTI_SHARDS)

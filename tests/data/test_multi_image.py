@@ -19,7 +19,7 @@ import webdataset as wds
 from PIL import Image
 
 from sinktrain.backbones.registry import load_backbone
-from sinktrain.data.scenes import multi_image_samples
+from sinktrain.data.multi_scenes import multi_image_samples
 from sinktrain.data.shards import write_shards
 from sinktrain.data.stream import ShardStream, expand_shards
 from sinktrain.demo import ensure_demo_model
@@ -205,7 +205,7 @@ def test_multi_image_demo_set_holds_all_kinds_and_every_sample_encodes(demo_mult
     assert kinds[2] + kinds[3] > 0.7 * len(raw) and min(kinds[0], kinds[1]) >= 10  # mostly multi-image, a few of each other kind
 
 
-ORDINALS = ["first", "second", "third"]  # written out, so a change in scenes.py fails this test
+ORDINALS = ["first", "second", "third"]  # written out, so a change in multi_scenes.py fails this test
 
 
 def answer_from_pixels(question: str, category: str, pngs: list[bytes]) -> str:
