@@ -35,7 +35,8 @@ from sinktrain.sinks import v_sink_mask
 class Backbone(ABC):
     family: ClassVar[str]  # registry name, e.g. "llava"
     model_types: ClassVar[tuple[str, ...]]  # the config.model_type values this family loads
-    chat_formats: ClassVar[tuple[str, ...]]  # templates it speaks; the first is its instruction-tuning one
+    # templates it speaks; the first is its instruction-tuning one, one is its projector-pretraining one
+    chat_formats: ClassVar[tuple[str, ...]]
     connector_group: ClassVar[int] = 1  # connector input rows per output token (Qwen's merger: 4)
     dynamic_resolution: ClassVar[bool] = False  # slots per image depend on its size (--min/max_pixels)
     # how find_sink_dims reads L-sink magnitudes by default: "rms" (VAR's weightless RMSNorm first) or "raw"
@@ -149,6 +150,11 @@ class Backbone(ABC):
     @property
     def default_template(self) -> str:
         return self.chat_formats[0]
+
+    @classmethod
+    def pretraining_template(cls) -> str:
+        """The family's connector-pretraining format (LLaVA's ``plain`` or its equivalent)."""
+        return next(name for name in cls.chat_formats if FORMATS[name].single_turn)
 
     @classmethod
     def check_template(cls, template: str | None) -> str:

@@ -73,7 +73,7 @@ class DeepseekVLBackbone(Backbone):
     family = "deepseek_vl"
     model_types = ("deepseek_vl",)
     hf_classes = {"deepseek_vl": DeepseekVLForConditionalGeneration}
-    chat_formats = ("deepseek",)
+    chat_formats = ("deepseek", "deepseek_plain")
     connector_path = "model.aligner"
     vision_tower_path = "model.vision_model"
     image_keys: tuple[str, ...] = ("pixel_values",)

@@ -116,7 +116,7 @@ class LlavaOnevisionBackbone(Backbone):
     family = "llava_onevision"
     model_types = ("llava_onevision",)
     hf_classes = {"llava_onevision": LlavaOnevisionForConditionalGeneration}
-    chat_formats = ("onevision",)
+    chat_formats = ("onevision", "onevision_plain")
     connector_path = "model.multi_modal_projector"
     vision_tower_path = "model.vision_tower"
     l_sink_values = "raw"  # the LSG paper reads this model's L-sinks on raw magnitudes (Appendix, Table S7)

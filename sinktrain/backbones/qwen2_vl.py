@@ -48,7 +48,7 @@ class Qwen2VLBackbone(Backbone):
     family = "qwen2_vl"
     model_types = ("qwen2_vl", "qwen2_5_vl")
     hf_classes = {"qwen2_vl": Qwen2VLForConditionalGeneration, "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration}
-    chat_formats = ("qwen2_vl",)
+    chat_formats = ("qwen2_vl", "qwen2_vl_plain")
     connector_path = "model.visual.merger"
     vision_tower_path = "model.visual"
     dynamic_resolution = True

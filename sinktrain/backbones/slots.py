@@ -16,7 +16,8 @@ Forward hooks on the stock model, installed once per backbone (no copied modelin
   together, so a token keeps its own position id (its (t, h, w) under M-RoPE, its index under
   1-D RoPE) wherever it goes; the causal mask is by sequence index, so a moved token is seen by
   everything after its new place. The recorded masks follow the permutation, so LSG reads them
-  in the order the LLM sees.
+  in the order the LLM sees. A ``selector`` (sinktrain.backbones.slot_select, training only)
+  then removes visual slots from the LLM's input; its output is put back at full length.
 
 The state is assembled where the LLM starts because the order of the other hooks differs:
 ``generate()`` encodes the images once before its prefill forward, training inside each forward.
@@ -34,6 +35,7 @@ from typing import Callable
 
 import torch
 
+from sinktrain.backbones.slot_select import Compaction, compact_inputs
 from sinktrain.errors import SinkTrainError
 
 IGNORE_INDEX = -100
@@ -114,6 +116,8 @@ class SlotTracker:
         self.state: SlotState | None = None
         self.decoding = False
         self.orderers: list[Callable[[SlotState], torch.Tensor]] = []
+        self.selector: Callable[[SlotState], torch.Tensor] | None = None  # (B, T) bool: slots the LLM keeps
+        self.compaction: Compaction | None = None  # what the selector kept in the last forward
         self._text: tuple | None = None  # (input_ids, attention_mask, labels) of the current forward
         self._vision: dict | None = None  # the image inputs the vision tower last ran on
         self._tokens: torch.Tensor | None = None  # their V-sink flag per connector output token
@@ -121,6 +125,7 @@ class SlotTracker:
             backbone.model.register_forward_pre_hook(self._begin, with_kwargs=True),
             backbone.vision_tower.register_forward_pre_hook(self._see_vision, with_kwargs=True),
             backbone.language_model.register_forward_pre_hook(self._enter_llm, with_kwargs=True),
+            backbone.language_model.register_forward_hook(self._leave_llm),
         ]
         self._handles += backbone.watch_vision(self._note_vision)
         self._connector_handle = None
@@ -151,6 +156,8 @@ class SlotTracker:
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         self.decoding = cache is not None and cache.get_seq_length() > 0
         if self.decoding:
+            if self.selector is not None:
+                raise SinkTrainError("a slot selection applies to training forwards; generate() with one is not supported")
             return
         if input_ids is None:
             raise SinkTrainError("sinktrain backbones need input_ids (not inputs_embeds) to know where image slots are")
@@ -167,6 +174,7 @@ class SlotTracker:
         self._tokens = self.backbone.token_sink_mask(*args)
 
     def _enter_llm(self, module, args, kwargs):
+        self.compaction = None
         embeds = kwargs.get("inputs_embeds")
         if self.decoding or self._text is None or embeds is None:
             return None
@@ -181,15 +189,25 @@ class SlotTracker:
             v_sinks = torch.zeros_like(state.visual)
             v_sinks[state.visual] = self.backbone.to_slot_order(tokens, vision).to(v_sinks.device)
             state.v_sinks = v_sinks & state.patch
-        if not self.orderers or embeds.shape[1] != state.length:
+        if not (self.orderers or self.selector) or embeds.shape[1] != state.length:
             return None
-        order = self.orderers[0](state)
-        kwargs["inputs_embeds"] = embeds.gather(1, order.unsqueeze(-1).expand_as(embeds))
-        kwargs["position_ids"] = permute_positions(self._positions(kwargs, embeds), order)
-        if kwargs.get("attention_mask") is None:  # permuted positions must not read as packed sequences
-            kwargs["attention_mask"] = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-        state.permute(order)
+        positions = self._positions(kwargs, embeds)
+        if self.orderers:
+            order = self.orderers[0](state)
+            embeds = kwargs["inputs_embeds"] = embeds.gather(1, order.unsqueeze(-1).expand_as(embeds))
+            positions = kwargs["position_ids"] = permute_positions(positions, order)
+            if kwargs.get("attention_mask") is None:  # permuted positions must not read as packed sequences
+                kwargs["attention_mask"] = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+            state.permute(order)
+        if self.selector is not None:
+            self.compaction = Compaction.of(self.selector(state))
+            kwargs = compact_inputs(kwargs, embeds, positions, self.compaction)
         return args, kwargs
+
+    def _leave_llm(self, module, args, output):
+        if self.compaction is not None:
+            output["last_hidden_state"] = self.compaction.expand(output["last_hidden_state"])
+        return output
 
     def _new_state(self, input_ids, attention_mask, labels, vision) -> SlotState:
         visual = input_ids == self.backbone.image_token_id

@@ -204,6 +204,18 @@ def demo_samples(num_samples: int, seed: int) -> Iterator[tuple[dict, bytes | No
         yield single_image_sample(key, rng)
 
 
+def caption_samples(num_samples: int, seed: int) -> Iterator[tuple[dict, bytes]]:
+    """Image-caption pairs (connector pretraining data, like LLaVA-Pretrain's): every sample has an
+    image, and its one answer is the scene's caption."""
+    rng = random.Random(seed)
+    for index in range(num_samples):
+        scene = random_scene(rng)
+        image = draw_scene(scene, rng)
+        record = {"id": f"caption-{index:06d}", "image": f"caption-{index:06d}.png", "category": "caption"}
+        record["conversations"] = qa_turns(rng.choice(QUESTIONS["caption"]), caption(scene), True)
+        yield record, png_bytes(image)
+
+
 def single_image_sample(key: str, rng: random.Random) -> tuple[dict, bytes]:
     """A random scene and one question about it (one of scene_records): (record, PNG)."""
     scene = random_scene(rng)

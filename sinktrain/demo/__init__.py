@@ -18,7 +18,7 @@ from typing import Callable
 
 from sinktrain.demo import deepseek_vl, deepseek_vl_hybrid, llava, llava_onevision, qwen2_vl
 from sinktrain.demo.cache import DEMO_VERSION, build_once, cache_dir
-from sinktrain.demo.data import demo_data_pattern, demo_eval_pattern, demo_multi_image_pattern, ensure_demo_shards
+from sinktrain.demo.data import demo_caption_pattern, demo_data_pattern, demo_eval_pattern, demo_multi_image_pattern, ensure_demo_shards
 from sinktrain.errors import SinkTrainError
 
 BUILDERS: dict[str, Callable[[Path], None]] = {
@@ -33,7 +33,7 @@ DEFAULT = "llava"
 PREFIX = "demo"
 
 __all__ = [
-    "BUILDERS", "cache_dir", "demo_data_pattern", "demo_eval_pattern", "demo_multi_image_pattern", "ensure_demo_model",
+    "BUILDERS", "cache_dir", "demo_caption_pattern", "demo_data_pattern", "demo_eval_pattern", "demo_multi_image_pattern", "ensure_demo_model",
     "ensure_demo_shards", "ensure_demo_trained_model", "resolve", "trained_builder", "training_data",
 ]
 MULTI_IMAGE_FAMILIES = ("llava_onevision",)  # trained on multi-image samples; the others keep the data their numbers were measured on

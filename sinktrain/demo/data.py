@@ -1,6 +1,7 @@
 """The demo data: synthetic-scene conversations as WebDataset shards, for training and held-out eval,
-and a small multi-image set (2- and 3-image questions with some single-image and text-only
-samples in one stream, for multi-image training such as LLaVA-OneVision's).
+image-caption pairs for connector pretraining, and a small multi-image set (2- and 3-image
+questions with some single-image and text-only samples in one stream, for multi-image training
+such as LLaVA-OneVision's).
 
 Every set comes from ``sinktrain.data.scenes`` with its own seed and is written once into the
 cache (``write_demo_shards`` swaps a finished directory in); the shard bytes are a function of
@@ -18,6 +19,7 @@ SEED = 0
 DEMO_SAMPLES, DEMO_SHARDS = 2400, 8
 EVAL_SAMPLES, EVAL_SHARDS, EVAL_SEED = 400, 2, 1  # held out: another seed than the training shards
 MULTI_SAMPLES, MULTI_SHARDS, MULTI_SEED = 320, 2, 2  # multi-image set: its own generator and seed
+CAPTION_SAMPLES, CAPTION_SHARDS, CAPTION_SEED = 1200, 4, 3  # image-caption pairs (connector pretraining)
 
 
 def demo_shard_dir() -> Path:
@@ -26,6 +28,10 @@ def demo_shard_dir() -> Path:
 
 def demo_eval_dir() -> Path:
     return cache_dir() / f"demo-eval-v{DEMO_VERSION}"
+
+
+def demo_caption_dir() -> Path:
+    return cache_dir() / f"demo-captions-v{DEMO_VERSION}"
 
 
 def demo_multi_dir() -> Path:
@@ -65,3 +71,10 @@ def demo_multi_image_pattern() -> str:
 
     target = ensure_shards(demo_multi_dir(), MULTI_SAMPLES, MULTI_SHARDS, MULTI_SEED, multi_image_samples)
     return shard_pattern(target, MULTI_SHARDS)
+
+
+def demo_caption_pattern() -> str:
+    """Image-caption demo shards: what DIYSink's stage-1 connector pretraining trains on."""
+    from sinktrain.data.scenes import caption_samples
+
+    return shard_pattern(ensure_shards(demo_caption_dir(), CAPTION_SAMPLES, CAPTION_SHARDS, CAPTION_SEED, caption_samples), CAPTION_SHARDS)

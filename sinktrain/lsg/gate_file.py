@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sinktrain.errors import SinkTrainError
-from sinktrain.train.zero import gathered
+from sinktrain.train.zero import full_state, gathered
 
 WEIGHTS, META = "gates.safetensors", "gates.json"
 
@@ -41,9 +41,7 @@ def meta_for(gating) -> GateMeta:
 
 def gate_state(gating) -> dict[str, torch.Tensor]:
     """Full (gathered) gate weights; collective under ZeRO-3, so call it on every rank."""
-    params = dict(gating.gates.named_parameters())
-    with gathered(params.values()):
-        return {name: param.detach().float().cpu().clone() for name, param in params.items()}
+    return full_state(gating.gates)
 
 
 def save_gates(directory: str | Path, state: dict[str, torch.Tensor], meta: GateMeta) -> None:

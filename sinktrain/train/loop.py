@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from sinktrain.backbones.base import Backbone
+from sinktrain.data.batch import Batch
 from sinktrain.data.stream import ShardStream, StreamState
 from sinktrain.errors import SinkTrainError
 from sinktrain.train import checkpoint
@@ -35,15 +36,17 @@ MIN_SAMPLES_FOR_BAD_CHECK = 100  # a single early broken sample should not stop 
 
 
 class BatchForward(nn.Module):
-    """What DeepSpeed wraps: the backbone's model, called on a collated batch, returning the loss."""
+    """What DeepSpeed wraps: the backbone's model, called on a collated batch, returning the loss
+    (the stock model's, or the method's own ``loss``)."""
 
-    def __init__(self, backbone: Backbone):
+    def __init__(self, backbone: Backbone, loss: Callable[[Batch], torch.Tensor] | None = None):
         super().__init__()
         self.model = backbone.model
         self.backbone = [backbone]  # a list, so the backbone is not registered twice as a module
+        self.loss = loss or (lambda batch: backbone.forward(batch).loss)
 
-    def forward(self, batch) -> torch.Tensor:
-        return self.backbone[0].forward(batch).loss
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.loss(batch)
 
 
 def partition_report(model: nn.Module) -> dict:
@@ -174,12 +177,14 @@ class MethodHooks:
     extra_save: Callable[[Path], None] = lambda directory: None
     # called on every rank with the output directory after the last step (e.g. the final gates)
     final_save: Callable[[Path], None] = lambda directory: None
+    # the training loss of a collated batch; None: the stock model's next-token loss
+    loss: Callable[[Batch], torch.Tensor] | None = None
 
 
 def fit(run: Run, backbone: Backbone, template: str, hooks: MethodHooks | None = None) -> Path:
     """Train until ``max_steps`` and return the final checkpoint's directory."""
     hooks = hooks or MethodHooks()
-    model = BatchForward(backbone)
+    model = BatchForward(backbone, hooks.loss)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise SinkTrainError("nothing to train: every parameter is frozen")

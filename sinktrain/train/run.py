@@ -15,6 +15,7 @@ import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -147,13 +148,14 @@ def check_model_choices(args, model: str):
     return config
 
 
-def setup_run(args, recipe: str, trained_demo: bool = False) -> Run:
-    """``trained_demo``: a demo --model (or none) means the family's trained demo variant (LSG)."""
+def setup_run(args, recipe: str, trained_demo: bool = False, demo_data: Callable[[str | None], str] = demo.training_data) -> Run:
+    """``trained_demo``: a demo --model (or none) means the family's trained demo variant (LSG);
+    ``demo_data``: the shards a run without --data trains on, given --model."""
     rank, world_size = init_distributed()
     set_seed(args.seed)  # new modules (gates, DualMLP) start the same on every rank and in every run
     setup_logging(rank)
     model = on_main_first(lambda: demo.resolve(args.model, trained=trained_demo))
-    data = args.data or on_main_first(lambda: demo.training_data(args.model))
+    data = args.data or on_main_first(lambda: demo_data(args.model))
     config = check_model_choices(args, model)
     shards = expand_shards(data)
     check_enough_shards(len(shards), world_size, args.num_workers)

@@ -50,6 +50,13 @@ def load_state(target: nn.Module, state: dict[str, torch.Tensor]) -> None:
             param.data.copy_(state[name])
 
 
+def full_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The module's full fp32 weights on CPU; a ZeRO-3 gather, so call it on every rank."""
+    params = dict(module.named_parameters())
+    with gathered(params.values()):
+        return {name: param.detach().float().cpu().clone() for name, param in params.items()}
+
+
 def is_partitioned(parameter: torch.Tensor) -> bool:
     return hasattr(parameter, "ds_id")
 

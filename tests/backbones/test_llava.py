@@ -121,7 +121,7 @@ def test_connector_init_missing_file(backbone, tmp_path):
 def test_connector_init_wrong_keys(backbone, tmp_path):
     path = tmp_path / "stock_projector.safetensors"
     save_file({k: v.contiguous() for k, v in backbone.connector.state_dict().items()}, str(path))
-    with pytest.raises(SinkTrainError, match=r"holds keys \['linear_1.bias'.*expected \['f_non.linear_1.bias'"):
+    with pytest.raises(SinkTrainError, match=r"holds no f_sink.\* weights \(it has \['linear_1.bias'.*diysink_pretrain.py writes one"):
         attach_dual_mlp(backbone, connector_init=str(path))
 
 

@@ -250,7 +250,7 @@ def test_prompt_must_end_with_a_question(tok, img):
 
 
 def test_unknown_template_lists_known(tok, img):
-    with raises(r"Unknown conversation template 'vicuna'.*use one of: deepseek, onevision, plain, qwen2_vl, v1"):
+    with raises(r"Unknown conversation template 'vicuna'.*use one of: deepseek, deepseek_plain, onevision, onevision_plain, plain, qwen2_vl, qwen2_vl_plain, v1"):
         encode(conv("q", "a"), tok, "vicuna", img, [])
 
 

@@ -218,7 +218,7 @@ def test_llava_templates_do_not_fit_the_qwen_tokenizer(tok, pad, template):
 
 
 def test_unknown_template_lists_known(tok, pad):
-    with raises(r"Unknown conversation template 'chatml'.*use one of: deepseek, onevision, plain, qwen2_vl, v1"):
+    with raises(r"Unknown conversation template 'chatml'.*use one of: deepseek, deepseek_plain, onevision, onevision_plain, plain, qwen2_vl, qwen2_vl_plain, v1"):
         encode(conv("q", "a"), tok, "chatml", pad, [])
 
 

@@ -8,7 +8,11 @@
   does. The space after ``ASSISTANT:`` belongs to the target, so a generation prompt (which ends
   with ``ASSISTANT:``) is exactly the training prefix and the model learns to emit that space.
 * ``plain`` (LLaVA-1.5 projector pretraining, ``preprocess_plain``): ``<s><image>caption\\n``; the
-  question is dropped and no ``</s>`` closes the caption.
+  question is dropped and no ``</s>`` closes the caption. Every family has its equivalent for
+  connector pretraining (DIYSink stage 1): ``onevision_plain`` (LLaVA-NeXT's ``plain``, whose Qwen2
+  tokenizer adds no bos: ``<image>caption\\n``), ``qwen2_vl_plain`` (the image in its
+  ``<|vision_start|>``/``<|vision_end|>`` wrapper, which Qwen's M-RoPE needs), ``deepseek_plain``
+  (``<s><image>caption\\n``).
 * ``qwen2_vl`` (Qwen2-VL and Qwen2.5-VL: ChatML, as their processors' chat template renders it)::
 
       <|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n<|im_start|>user\\n
@@ -106,11 +110,16 @@ def _render_v1(turns: list[Turn], specials: Specials, slots: list[int]) -> list[
     return pieces
 
 
-def _render_plain(turns: list[Turn], specials: Specials, slots: list[int]) -> list[Piece]:
-    pieces = [Piece(specials.image * slots[0], image=True)]
-    if turns[0].answer is not None:
-        pieces.append(Piece(turns[0].answer + "\n", target=True))
-    return pieces
+def _plain(before: str = "", after: str = "") -> Callable[[list[Turn], Specials, list[int]], list[Piece]]:
+    """A projector-pretraining format: the image (between ``before`` and ``after``), then the caption."""
+
+    def render(turns: list[Turn], specials: Specials, slots: list[int]) -> list[Piece]:
+        pieces = [Piece(before), Piece(specials.image * slots[0], image=True), Piece(after)]
+        if turns[0].answer is not None:
+            pieces.append(Piece(turns[0].answer + "\n", target=True))
+        return [piece for piece in pieces if piece.text]
+
+    return render
 
 
 def _chatml(turns: list[Turn], question: Callable[[Turn], list[Piece]]) -> list[Piece]:
@@ -163,10 +172,18 @@ def _render_deepseek(turns: list[Turn], specials: Specials, slots: list[int]) ->
     return pieces
 
 
+# Projector-pretraining formats: one image, its caption as the only target.
+PRETRAINING = {"single_turn": True, "requires_image": True, "max_images": 1}
 FORMATS: dict[str, ChatFormat] = {
     "v1": ChatFormat("v1", "LLaVA-1.5", _render_v1, ("bos", "eos"), bos=True, max_images=1, images_in_first_turn_only=True),
-    "plain": ChatFormat("plain", "LLaVA-1.5", _render_plain, ("bos",), bos=True, single_turn=True, requires_image=True, max_images=1),
+    "plain": ChatFormat("plain", "LLaVA-1.5", _plain(), ("bos",), bos=True, **PRETRAINING),
     "qwen2_vl": ChatFormat("qwen2_vl", "Qwen2-VL / Qwen2.5-VL", _render_qwen, ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>")),
     "onevision": ChatFormat("onevision", "LLaVA-OneVision", _render_onevision, ("<|im_start|>", "<|im_end|>")),
     "deepseek": ChatFormat("deepseek", "DeepSeek-VL / DeepSeek-VL-Hybrid", _render_deepseek, ("bos", "eos"), bos=True),
+    "qwen2_vl_plain": ChatFormat(
+        "qwen2_vl_plain", "Qwen2-VL / Qwen2.5-VL", _plain("<|vision_start|>", "<|vision_end|>"), ("<|vision_start|>", "<|vision_end|>"),
+        **PRETRAINING,
+    ),
+    "onevision_plain": ChatFormat("onevision_plain", "LLaVA-OneVision", _plain(), (), **PRETRAINING),
+    "deepseek_plain": ChatFormat("deepseek_plain", "DeepSeek-VL / DeepSeek-VL-Hybrid", _plain(), ("bos",), bos=True, **PRETRAINING),
 }
