@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from sinktrain.diysink.attach import attach_dual_mlp  # noqa: E402
 from sinktrain.recipe import main_guard  # noqa: E402
-from sinktrain.train.args import common_parser, parse  # noqa: E402
+from sinktrain.train.args import add_sink_rule, common_parser, parse  # noqa: E402
 from sinktrain.train.loop import MethodHooks, fit  # noqa: E402
 from sinktrain.train.run import load_run_backbone, setup_run  # noqa: E402
 
@@ -33,6 +33,7 @@ from sinktrain.train.run import load_run_backbone, setup_run  # noqa: E402
 def parse_args(argv=None):
     parser = common_parser(__doc__.split("\n\n")[0])
     diysink = parser.add_argument_group("DIYSink")
+    add_sink_rule(diysink)
     diysink.add_argument("--connector_init", default=None, help="safetensors with f_sink.* / f_non.* (stage-1 output); default: both from the backbone's projector")
     diysink.add_argument("--no_sink_first", action="store_true", help="keep the original token order (ablation)")
     return parse(parser, argv)

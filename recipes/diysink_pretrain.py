@@ -29,7 +29,7 @@ from sinktrain.diysink.attach import attach_dual_mlp  # noqa: E402
 from sinktrain.diysink.connector_file import FILENAME, connector_metadata, save_connector  # noqa: E402
 from sinktrain.diysink.pretrain import PARTS, SeparatePretraining, check_has_images, check_independent, make_trainable  # noqa: E402
 from sinktrain.recipe import main_guard  # noqa: E402
-from sinktrain.train.args import common_parser, parse  # noqa: E402
+from sinktrain.train.args import add_sink_rule, common_parser, parse  # noqa: E402
 from sinktrain.train.loop import MethodHooks, fit  # noqa: E402
 from sinktrain.train.run import load_run_backbone, setup_run  # noqa: E402
 
@@ -40,6 +40,7 @@ def parse_args(argv=None):
     parser = common_parser(__doc__.split("\n\n")[0])
     parser.set_defaults(**STAGE1)
     stage1 = parser.add_argument_group("DIYSink stage 1")
+    add_sink_rule(stage1)
     stage1.add_argument("--connector", choices=sorted(PARTS), default="both", help="which projector(s) to train")
     args = parse(parser, argv, demo_overrides=STAGE1)
     args.parts = PARTS[args.connector]

@@ -15,6 +15,7 @@ Schema (JSON object; unknown keys are refused so typos surface)::
       "vit_layer": -2,                    # hidden-state index the dims are read at
       "criterion": "dim_threshold",       # or "l2_norm" (DIYSink's ||h||_2 >= tau_v)
       "tau_v": 60.0,
+      "tau_l2": 100.0,                    # DIYSink's L2-norm tau on the same tensor (sink_rule "diysink"); may be null
       "llm_dims": [2533, 1415],           # L-sink channels (primary first); may be empty
       "tau_l": 20.0,
       "llm_rms_norm": true,               # true: weightless RMSNorm before thresholding (VAR); false: raw
@@ -29,6 +30,12 @@ Schema (JSON object; unknown keys are refused so typos surface)::
 
 ``vit_dims`` / ``tau_v`` always describe the tensor the connector's first input is read on; a
 profile with any high-resolution fact belongs to a DeepSeek-VL-Hybrid model.
+
+Each paper has its own V-sink rule, chosen by name (``SinkProfile.with_rule``): ``lsg``, the
+dimension threshold ``max |h[vit_dims]| >= tau_v`` (LSG Sec. 3.1; dim 650, tau 60 on CLIP
+ViT-L), and ``diysink``, the token L2 norm ``||h||_2 >= tau_l2`` (DIYSink Sec. 3: tau ~ 100 on
+CLIP ViT-L, 3-5 sinks per image). A profile whose ``criterion`` is ``l2_norm`` already is the
+DIYSink rule (``tau_v`` is then its L2 tau).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from typing import Any
 from sinktrain.errors import SinkTrainError
 from sinktrain.sinks import CRITERIA
 
+SINK_RULES = ("auto", "diysink", "lsg")  # DIYSink's L2 norm, LSG's dimension threshold (with_rule)
 BRANCHES = ("low_res", "high_res", "either")  # which vision branch defines V-sinks (DeepSeek-VL-Hybrid)
 HYBRID_KEYS = ("sink_branch", "high_res_dims", "tau_high_res", "hidden_size_high_res")
 
@@ -63,6 +71,7 @@ class SinkProfile:
     vit_layer: int
     criterion: str
     tau_v: float
+    tau_l2: float | None = None
     llm_dims: list[int] = field(default_factory=list)
     tau_l: float | None = None
     llm_rms_norm: bool = True
@@ -99,6 +108,38 @@ class SinkProfile:
             for key in HYBRID_KEYS:
                 del data[key]
         return json.dumps(data, indent=2) + "\n"
+
+    @property
+    def knows_l2_rule(self) -> bool:
+        return self.criterion == "l2_norm" or self.tau_l2 is not None
+
+    def with_rule(self, rule: str) -> "SinkProfile":
+        """This profile reading V-sinks with one paper's rule: ``lsg`` (dimension threshold), ``diysink``
+        (L2 norm) or ``auto`` (DIYSink's where the profile knows its tau, else the profile's own)."""
+        if rule not in SINK_RULES:
+            raise SinkTrainError(f"unknown sink rule {rule!r}; use one of {', '.join(SINK_RULES)}")
+        if rule == "auto":
+            return self.with_rule("diysink") if self.knows_l2_rule and self.sink_branch == "low_res" else self
+        if rule == "lsg":
+            if self.criterion != "dim_threshold":
+                raise SinkTrainError(
+                    f"sink profile {self.name!r} holds only an L2-norm rule (criterion l2_norm), not LSG's dimension rule; "
+                    f"pass --sink_rule diysink, or a profile with vit_dims and tau_v: {FIND_DIMS_HINT}"
+                )
+            return self
+        if self.criterion == "l2_norm":
+            return self
+        if self.tau_l2 is None:
+            raise SinkTrainError(
+                f"sink profile {self.name!r} has no L2-norm threshold (tau_l2) for DIYSink's rule; pass --sink_rule lsg "
+                f"for the dimension rule, or measure one: {FIND_DIMS_HINT} (it proposes tau_l2)"
+            )
+        if self.sink_branch != "low_res":
+            raise SinkTrainError(
+                f"sink profile {self.name!r} reads V-sinks on the SAM branch (sink_branch {self.sink_branch!r}), where "
+                "DIYSink's L2 rule has no threshold; pass --sink_rule lsg"
+            )
+        return dataclasses.replace(self, name=f"{self.name} (diysink rule)", criterion="l2_norm", tau_v=self.tau_l2)
 
     @property
     def hybrid(self) -> bool:
@@ -204,8 +245,9 @@ def save_profile(profile: SinkProfile, path: str | Path) -> None:
 # Published sink facts (LSG appendix Table S7, DIYSink, Sun et al. 2024). Vision towers are keyed
 # by an identity derived from their config (see sinktrain.backbones.identity); LLM facts are keyed by LLM identity.
 KNOWN_VISION_PROFILES: dict[str, dict[str, Any]] = {
-    # CLIP ViT-L/14-336 as in LLaVA-1.5: dim 650 at the penultimate layer; tau_V 60 (LSG Table S7).
-    "clip-vit-l-14-336": dict(vit_dims=[650], vit_layer=-2, criterion="dim_threshold", tau_v=60.0, hidden_size_vit=1024),
+    # CLIP ViT-L/14-336 as in LLaVA-1.5: dim 650 at the penultimate layer; tau_V 60 (LSG Table S7);
+    # DIYSink's L2-norm rule: tau ~ 100, 3-5 sinks per image, most tokens below norm 60 (DIYSink Sec. 3).
+    "clip-vit-l-14-336": dict(vit_dims=[650], vit_layer=-2, criterion="dim_threshold", tau_v=60.0, tau_l2=100.0, hidden_size_vit=1024),
     # SigLIP-SO400M as in LLaVA-OneVision: dim 1076, present from the first encoder layer; tau_V 40.
     "siglip-so400m-14-384": dict(vit_dims=[1076], vit_layer=-1, criterion="dim_threshold", tau_v=40.0, hidden_size_vit=1152),
 }

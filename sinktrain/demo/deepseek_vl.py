@@ -56,6 +56,7 @@ SINK_GAIN = 400.0
 SINK_THRESHOLD = 0.5
 POST_NORM_GAIN = 8.0
 TAU_V = 40.0
+TAU_L2 = 40.0  # DIYSink's L2 rule after post_layernorm: token norms <= ~25, V-sinks >= ~63 (TAU_V's tokens)
 
 # The L-sink circuit (RMS-normalised, as the tiny LLaVA's).
 L_CANDIDATES, L_CANDIDATE_BIAS = llava.L_CANDIDATE_PATCHES, llava.L_CANDIDATE_BIAS
@@ -145,7 +146,7 @@ def open_aligner(first, second) -> None:
 def demo_profile(**hybrid) -> SinkProfile:
     return SinkProfile(
         name="sinktrain-demo-deepseek_vl" + ("_hybrid" if hybrid else ""), vision_tower="sinktrain-demo-siglip-post-norm",
-        vit_dims=[SINK_DIM], vit_layer=-1, criterion="dim_threshold", tau_v=TAU_V, llm_dims=list(LLM_SINK_DIMS), tau_l=TAU_L,
+        vit_dims=[SINK_DIM], vit_layer=-1, criterion="dim_threshold", tau_v=TAU_V, tau_l2=TAU_L2, llm_dims=list(LLM_SINK_DIMS), tau_l=TAU_L,
         hidden_size_vit=VIT_HIDDEN, hidden_size_llm=LLM_HIDDEN, **hybrid,
     )
 

@@ -51,6 +51,9 @@ CANDIDATE_BIAS = (1.5, 0.45, -0.5, -0.3)
 NEURON_GAIN = 32.0  # a steep neuron: candidates are clearly on or off, rarely in between
 SINK_GAIN = 20.0  # sinks reach ~100-1000 in SINK_DIM; ordinary tokens stay below ~3 (rarely ~30)
 TAU_V = 60.0  # inside the (nearly) empty gap of the log-magnitude histogram on demo data
+# DIYSink's L2-norm rule: V-sinks have norms >= ~98, every other token <= ~44 on demo scenes, so
+# the two rules flag the same tokens (tests/backbones/test_sink_rules.py)
+TAU_L2 = 65.0
 NON_CANDIDATE_MARKER = -2.0  # below every candidate, on any background
 
 # The planted L-sink circuit (LLM-emerged sinks, like LLaMA-2's channels 2533 / 1415). A second
@@ -128,7 +131,7 @@ def demo_profile() -> SinkProfile:
         vit_dims=[SINK_DIM],
         vit_layer=-2,
         criterion="dim_threshold",
-        tau_v=TAU_V,
+        tau_v=TAU_V, tau_l2=TAU_L2,
         llm_dims=list(LLM_SINK_DIMS),
         tau_l=TAU_L,
         hidden_size_vit=VIT_HIDDEN,

@@ -62,6 +62,7 @@ SINK_DIM, MARKER_DIM, SINK_NEURONS, SINK_LAYER = 37, 5, (0, 1), 0
 CANDIDATES, CANDIDATE_BIAS = (0, SIDE * SIDE - 1), (1.5, -0.3)
 SINK_GAIN = 400.0  # sinks reach ~400 in SINK_DIM, ordinary tokens stay below ~10
 TAU_V = 40.0  # the LSG paper's tau_V for SigLIP-SO400M
+TAU_L2 = 90.0  # DIYSink's L2 rule: token norms <= ~22, V-sinks >= ~396 (the same tokens as TAU_V's)
 
 # The L-sink circuit, read raw: one edge position per crop, firing on any content.
 L_CANDIDATES, L_CANDIDATE_BIAS = (1,), (1.5,)
@@ -149,7 +150,7 @@ def open_projector(model) -> None:
 def demo_profile() -> SinkProfile:
     return SinkProfile(
         name="sinktrain-demo-llava_onevision", vision_tower="sinktrain-demo-siglip", vit_dims=[SINK_DIM], vit_layer=-1,
-        criterion="dim_threshold", tau_v=TAU_V, llm_dims=list(LLM_SINK_DIMS), tau_l=TAU_L, llm_rms_norm=False,
+        criterion="dim_threshold", tau_v=TAU_V, tau_l2=TAU_L2, llm_dims=list(LLM_SINK_DIMS), tau_l=TAU_L, llm_rms_norm=False,
         hidden_size_vit=VIT_HIDDEN, hidden_size_llm=LLM_HIDDEN,
     )
 

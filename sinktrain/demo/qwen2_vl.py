@@ -55,6 +55,7 @@ SINK_DIM, MARKER_DIM, SINK_NEURON, SINK_LAYER = 37, 5, 0, 1
 MAGENTA_THRESHOLD = 4.8  # R + B - 2G: the watermark 6.0, purple objects 3.6, red 3.0, backgrounds ~0
 NEURON_GAIN, SINK_GAIN = 32.0, 20.0
 TAU_V = 10.0  # in the empty gap: ordinary patches stay below ~1.5 in SINK_DIM, sinks reach 60-600
+TAU_L2 = 55.0  # DIYSink's L2 rule: patch norms <= ~33, V-sink patches >= ~99 (the same tokens as TAU_V's)
 
 # The planted L-sink circuit.
 VIT_L_MARKER_DIM, COOL_THRESHOLD = 9, 2.0  # blue objects reach 3.0 (2.5 after a LayerNorm's mean shift)
@@ -189,7 +190,7 @@ def demo_profile(windowed: bool) -> SinkProfile:
     return SinkProfile(
         name="sinktrain-demo-qwen2_5_vl" if windowed else "sinktrain-demo-qwen2_vl",
         vision_tower="sinktrain-demo-qwen-vit", vit_dims=[SINK_DIM], vit_layer=-1, criterion="dim_threshold",
-        tau_v=TAU_V, llm_dims=list(LLM_SINK_DIMS), tau_l=TAU_L, hidden_size_vit=VIT_HIDDEN, hidden_size_llm=LLM_HIDDEN,
+        tau_v=TAU_V, tau_l2=TAU_L2, llm_dims=list(LLM_SINK_DIMS), tau_l=TAU_L, hidden_size_vit=VIT_HIDDEN, hidden_size_llm=LLM_HIDDEN,
     )
 
 

@@ -9,6 +9,7 @@ before it loads. Writes are atomic (a temporary sibling, renamed into place).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -20,20 +21,26 @@ from sinktrain.diysink.connector import DualMLPConnector
 from sinktrain.errors import SinkTrainError
 from sinktrain.train.zero import full_state, load_state
 
+logger = logging.getLogger("sinktrain")
 FILENAME = "connector.safetensors"
 KIND = "sinktrain.dual_mlp_connector"
 FIX = "save it from a DualMLP connector of this backbone (recipes/diysink_pretrain.py writes one)"
 
 
-def connector_metadata(backbone: Backbone, trained: tuple[str, ...]) -> dict[str, str]:
+def sink_rule(backbone: Backbone) -> str:
     profile = backbone.sink_profile
+    dims = f" dims={profile.vit_dims}" if profile.criterion == "dim_threshold" else ""
+    return f"{profile.criterion}{dims} tau={profile.tau_v:g}"
+
+
+def connector_metadata(backbone: Backbone, trained: tuple[str, ...]) -> dict[str, str]:
     return {
         "kind": KIND,
         "family": backbone.family,
         "vision_tower": backbone.vision_tower_id(backbone.model.config),
         "llm_width": str(backbone.llm_width),
         "trained": ",".join(f"f_{part}" for part in trained),
-        "sink_rule": f"{profile.criterion} tau_v={profile.tau_v} dims={profile.vit_dims}",
+        "sink_rule": sink_rule(backbone),
     }
 
 
@@ -61,6 +68,12 @@ def check_metadata(backbone: Backbone, path: str) -> None:
                 f"{meta.get('vision_tower')}, but this model is {mine['family']} with {mine['vision_tower']}; "
                 "pass the stage-1 connector of this model's family and vision tower"
             )
+    if meta.get("sink_rule") != sink_rule(backbone):
+        logger.warning(
+            "--connector_init %s was pretrained with V-sinks by %s, this run splits tokens by %s: each projector now "
+            "gets tokens it was not pretrained on (pass the same --sink_rule / --sink_profile as stage 1)",
+            path, meta.get("sink_rule"), sink_rule(backbone),
+        )
 
 
 def check_keys(state: dict, connector: DualMLPConnector, path: str) -> None:

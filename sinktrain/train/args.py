@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sinktrain.backbones.profiles import SINK_RULES
 from sinktrain.data.chat import FORMATS, OVERFLOW_POLICIES
 from sinktrain.demo import demo_name
 from sinktrain.train.ds_config import PRECISIONS
@@ -57,6 +58,15 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     out.add_argument("--keep_checkpoints", type=int, default=2, help="how many recent checkpoints to keep")
     out.add_argument("--export_model", action="store_true", help="also write the whole trained model, gathered, to {output_dir}/model/pytorch_model.bin")
     return parser
+
+
+def add_sink_rule(group) -> None:
+    """DIYSink recipes: which paper's V-sink rule the connector splits tokens by."""
+    group.add_argument(
+        "--sink_rule", choices=SINK_RULES, default="auto",
+        help="V-sinks by DIYSink's token L2 norm (diysink) or LSG's dimension threshold (lsg); auto: DIYSink's where "
+        "the sink profile knows its tau (built-in CLIP ViT-L: 100), else the profile's own",
+    )
 
 
 def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:

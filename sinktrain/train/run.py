@@ -142,7 +142,9 @@ def check_model_choices(args, model: str):
     """Model type, sink profile, template and image flags checked on the config, before any weight loads."""
     config = load_config(model)
     family = backbone_class(config)
-    resolve_profile(model, config, args.sink_profile)
+    profile = resolve_profile(model, config, args.sink_profile)
+    if getattr(args, "sink_rule", None):  # DIYSink recipes choose the paper's V-sink rule
+        profile.with_rule(args.sink_rule)
     family.check_template(args.template)
     family.check_pixel_limits(args.min_pixels, args.max_pixels)
     return config
@@ -182,4 +184,8 @@ def load_run_backbone(run: Run):
     """The run's backbone, in the run's precision, with its image flags applied."""
     backbone = load_backbone(run.model, run.args.sink_profile, dtype=run.dtype)
     backbone.set_pixel_limits(run.args.min_pixels, run.args.max_pixels)
+    if getattr(run.args, "sink_rule", None):
+        backbone.sink_profile = backbone.sink_profile.with_rule(run.args.sink_rule)
+        profile = backbone.sink_profile
+        logger.info("V-sinks: %s >= %g", "||h||_2" if profile.criterion == "l2_norm" else f"max |h[{profile.vit_dims}]|", profile.tau_v)
     return backbone

@@ -69,4 +69,4 @@ def test_a_missing_projector_is_named(llava, tmp_path):
 def test_sink_rule_is_recorded(llava):
     profile = dataclasses.replace(llava.sink_profile, tau_v=7.5)
     llava.sink_profile = profile
-    assert "tau_v=7.5" in connector_metadata(llava, ("sink", "non"))["sink_rule"]
+    assert "tau=7.5" in connector_metadata(llava, ("sink", "non"))["sink_rule"]
