@@ -143,6 +143,10 @@ def test_demo_profile_holds_exactly_the_planted_dims(demo_run):
     # Channel 7 carries the planted L-marker on every visual token: large, but an offset, not a sink.
     assert "offset" in next(c for c in llm["candidates"] if c["dim"] == demo.L_MARKER_DIM)["verdict"]
     assert "ViT" in printed and "[37]" in printed and "LLM" in printed and "wrote" in printed
+    # DIYSink's L2-norm rule, proposed beside: a tau in the norm histogram's gap, the same sinks on the demo
+    l2 = vit["l2_norm"]
+    assert l2["gap"]["lower"] < profile.tau_l2 < l2["gap"]["upper"] and l2["tau_source"] == "gap"
+    assert l2["sinks_per_image"] == vit["sinks_per_image"] and "ViT L2" in printed and "DIYSink's rule" in printed
 
 
 @pytest.mark.parametrize("which", ["profiled", "fresh"])
@@ -194,6 +198,8 @@ def test_plots_are_real_pngs(demo_run):
             assert image.format == "PNG" and min(image.size) > 100
             extrema = image.convert("RGB").getextrema()
             assert any(low != high for low, high in extrema), name
+    with Image.open(plots / "histogram.png") as image:
+        assert image.size[0] >= 1600  # three panels: ViT sink dim, ViT token L2 norms, LLM
 
 
 def test_two_ranks_give_the_same_profile(demo_run, tmp_path):

@@ -90,6 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     given.add_argument("--llm_dims", default=None, help="comma-separated LLM sink dims, primary first")
     given.add_argument("--tau_v", type=float, default=None, help="V-sink threshold")
     given.add_argument("--tau_l", type=float, default=None, help="L-sink threshold")
+    given.add_argument("--tau_l2", type=float, default=None, help="threshold of DIYSink's L2-norm rule (proposed from the token-norm histogram)")
     given.add_argument("--high_res_dims", default=None, help="DeepSeek-VL-Hybrid: comma-separated SAM-branch sink dims")
     given.add_argument("--tau_high_res", type=float, default=None, help="DeepSeek-VL-Hybrid: SAM-branch V-sink threshold")
     given.add_argument("--criterion", choices=CRITERIA, default="dim_threshold", help="V-sink rule: max |h[dims]| >= tau_v (LSG) or ||h||_2 >= tau_v (DIYSink)")
@@ -166,7 +167,7 @@ def build_settings(args: argparse.Namespace, backbone) -> Settings:
     persist = read - 1 if backbone.vision_read_after_norm else read
     return Settings(
         rule, read, args.criterion, rms_norm, args.vit_dims, args.llm_dims, args.tau_v, args.tau_l, persist,
-        args.high_res_dims, args.tau_high_res,
+        args.high_res_dims, args.tau_high_res, args.tau_l2,
     )
 
 
@@ -229,7 +230,7 @@ def main(argv=None) -> None:
     template = args.template or backbone.default_template
     stats = collect(
         backbone, image_items(args, rank, world_size), vflag, args.batch_size, template, device,
-        normed=settings.llm_rms_norm, norms=args.criterion == "l2_norm",
+        normed=settings.llm_rms_norm, norms=True,  # token L2 norms: the criterion, or DIYSink's rule proposed beside it
     )
     if rank == 0:  # the totals are the same on every rank; one writes
         finish(args, backbone, settings, stats.to_cpu(), model)

@@ -44,6 +44,7 @@ class Settings:
     persist: int | None = None
     high_res_dims: list[int] | None = None  # the user's dims / tau for a second branch (DeepSeek-VL-Hybrid's SAM)
     tau_high_res: float | None = None
+    tau_l2: float | None = None  # the user's tau for DIYSink's L2-norm rule (proposed next to the dimension rule)
 
     @property
     def massive_at(self) -> int:
@@ -75,6 +76,7 @@ class Findings:
     llm_tokens: list[int] = field(default_factory=list)  # visual non-V-sink tokens per LLM layer
     artefact_layers: list[int] = field(default_factory=list)  # LLM layers whose L-sink count jumps > 10x
     high_res: "BranchFindings | None" = None  # a second vision branch (DeepSeek-VL-Hybrid's SAM)
+    l2: "L2Findings | None" = None  # DIYSink's L2-norm rule on the same tensor, next to the dimension rule
 
 
 @dataclass
@@ -84,6 +86,16 @@ class BranchFindings:
     part: PartResult
     v: Threshold
     tokens: int
+    sinks_per_image: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sink_tokens: int = 0
+
+
+@dataclass
+class L2Findings:
+    """DIYSink's rule (token L2 norm >= tau) on the tensor the connector reads: the widest gap of the
+    norm histogram, and the V-sinks per image it gives."""
+
+    v: Threshold
     sinks_per_image: np.ndarray = field(default_factory=lambda: np.zeros(0))
     sink_tokens: int = 0
 
@@ -120,6 +132,13 @@ def analyse_high_res(stats: SinkStats, settings: Settings) -> BranchFindings:
     if v.tau is not None:
         branch.sinks_per_image, branch.sink_tokens = sink_counts(v, stats.high_res_read, part.dims, settings.criterion)
     return branch
+
+
+def analyse_l2(stats: SinkStats, settings: Settings) -> L2Findings:
+    l2 = L2Findings(threshold(stats.read.norm_hist.numpy(), settings.tau_l2, settings.rule.max_token_fraction))
+    if l2.v.tau is not None:
+        l2.sinks_per_image, l2.sink_tokens = sink_counts(l2.v, stats.read, [], "l2_norm")
+    return l2
 
 
 def llm_values(stats: SinkStats, settings: Settings) -> np.ndarray:
@@ -192,6 +211,8 @@ def analyse(stats: SinkStats, settings: Settings) -> Findings:
         count_v_sinks(stats, findings, settings)
     if stats.high_res is not None:
         findings.high_res = analyse_high_res(stats, settings)
+    if settings.criterion == "dim_threshold" and stats.read.norm_hist is not None:
+        findings.l2 = analyse_l2(stats, settings)
     if llm.dims:
         values = llm_values(stats, settings)
         first = llm.channel(llm.dims[0]).first_layer or 0  # a forced dim that is never massive: all layers

@@ -47,7 +47,8 @@ def collect(
     normed: bool = True,
     norms: bool = False,
 ) -> SinkStats:
-    """``normed``: also RMS-normalised LLM values; ``norms``: token L2 norm statistics (l2_norm criterion)."""
+    """``normed``: also RMS-normalised LLM values; ``norms``: token L2 norm statistics (the l2_norm
+    criterion, or DIYSink's tau proposed beside the dimension rule)."""
     stats = empty_stats(backbone, device, normed, norms)
     encode = PromptEncoder(backbone, template)
     dtype = next(backbone.model.parameters()).dtype

@@ -5,7 +5,8 @@
 * ``activations.png``: per layer, the three largest channel magnitudes and the median magnitude,
   vision tower and LLM (as in "Massive Activations in LLMs", Sun et al. 2024, Fig. 1/2);
 * ``histogram.png``: the log-magnitude histogram of the primary sink dim with the threshold and
-  the empty gap it sits in (as in LSG Fig. S1), vision tower and LLM;
+  the empty gap it sits in (as in LSG Fig. S1), vision tower and LLM, and the vision tokens' L2
+  norms with the tau proposed for DIYSink's rule;
 * ``sinks_per_image.png``: how many images have 0, 1, 2, ... V-sinks;
 * with a second vision branch (DeepSeek-VL-Hybrid's SAM), its histogram and sinks per image too;
 * ``l_sinks_per_layer.png``: L-sinks per image at every LLM layer; layers where the count jumps
@@ -79,15 +80,19 @@ def _subject(settings: Settings, dims: list[int]) -> str:
 
 
 def plot_histogram(findings: Findings, settings: Settings, path: Path) -> Path:
-    """Vision tower and LLM; with a second vision branch (Hybrid's SAM), a third panel for it."""
-    high = findings.high_res
-    fig, axes = plt.subplots(1, 3 if high else 2, figsize=(16 if high else 11, 4))
-    _histogram_panel(axes[0], findings.v, f"vision tower, {_subject(settings, findings.vit.dims)}, layer {settings.read}")
+    """Vision tower (its sink dim, and the token L2 norms DIYSink's rule reads) and LLM; with a
+    second vision branch (Hybrid's SAM), a panel for it."""
+    panels = [(findings.v, f"vision tower, {_subject(settings, findings.vit.dims)}, layer {settings.read}")]
+    if findings.l2 is not None:
+        panels.append((findings.l2.v, f"vision tower, token L2 norm (DIYSink), layer {settings.read}"))
     norm = "RMS-normalised" if settings.llm_rms_norm else "raw"
     llm_subject = f"dim {findings.llm.dims[0]}, layers {findings.llm_first_layer}+" if findings.llm.dims else "-"
-    _histogram_panel(axes[1], findings.l, f"LLM, {llm_subject} ({norm})")
-    if high:
-        _histogram_panel(axes[2], high.v, f"SAM branch at the connector, {_subject(settings, high.part.dims)}")
+    panels.append((findings.l, f"LLM, {llm_subject} ({norm})"))
+    if findings.high_res:
+        panels.append((findings.high_res.v, f"SAM branch at the connector, {_subject(settings, findings.high_res.part.dims)}"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))
+    for ax, (threshold, title) in zip(axes, panels):
+        _histogram_panel(ax, threshold, title)
     return _save(fig, path)
 
 

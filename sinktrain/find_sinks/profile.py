@@ -146,6 +146,11 @@ def stats_dict(findings: Findings, settings: Settings, identity: Identity, keep_
     }
     if findings.high_res is not None:
         data["high_res"] = branch_stats(findings)
+    if findings.l2 is not None:  # DIYSink's rule, proposed next to the dimension rule
+        l2 = findings.l2
+        vit["l2_norm"] = {"gap": gap_stats(l2.v), "tau_source": l2.v.source}
+        if l2.v.tau is not None:
+            vit["l2_norm"].update(sink_count_stats(l2.sink_tokens, l2.sinks_per_image, findings.vit_tokens, images))
     return data
 
 
@@ -180,6 +185,7 @@ def build_profile(findings: Findings, settings: Settings, identity: Identity, na
         vit_layer=identity.vit_layer,
         criterion=settings.criterion,
         tau_v=sig(findings.v.tau),
+        tau_l2=sig(findings.l2.v.tau) if findings.l2 is not None and findings.l2.v.tau is not None else None,
         llm_dims=list(findings.llm.dims) if keep_llm else [],
         tau_l=sig(findings.l.tau) if keep_llm else None,
         llm_rms_norm=settings.llm_rms_norm,
@@ -188,6 +194,11 @@ def build_profile(findings: Findings, settings: Settings, identity: Identity, na
         stats=stats_dict(findings, settings, identity, keep_llm),
         **high_res_facts(findings, identity),
     )
+    if findings.l2 is not None and findings.l2.v.tau is None:
+        notes.append(
+            "the token L2 norms have no empty gap between ordinary and sink tokens, so no tau_l2 is proposed for "
+            "DIYSink's rule (its recipes then use the dimension rule); pass --tau_l2 to set one"
+        )
     if findings.high_res is not None and not profile.high_res_dims and profile.tau_high_res is None:
         notes.append(f"no SAM-branch sink found (V-sinks come from SigLIP). Best candidates: {candidates_text(findings.high_res.part)}")
     return profile, notes

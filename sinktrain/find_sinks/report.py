@@ -49,6 +49,12 @@ def summary_table(profile: SinkProfile) -> str:
         "ViT", str(profile.vit_dims), f"layer {profile.vit_layer}", f"{profile.tau_v:.4g}", _range(vit),
         f"{vit['sinks_per_image']:.3g}/image ({100 * vit['sink_token_fraction']:.2f}% of tokens)",
     ))
+    if "l2_norm" in vit:  # DIYSink's rule on the same tensor
+        l2 = vit["l2_norm"]
+        rows.append((
+            "ViT L2", "token norm", f"layer {profile.vit_layer}", f"{profile.tau_l2:.4g}" if profile.tau_l2 else "-", _range(l2),
+            f"{l2['sinks_per_image']:.3g}/image (DIYSink's rule)" if profile.tau_l2 else "no gap",
+        ))
     if "high_res" in profile.stats:  # DeepSeek-VL-Hybrid: the SAM branch, where the connector receives it
         high = profile.stats["high_res"]
         rows.append((
