@@ -16,8 +16,9 @@ Forward hooks on the stock model, installed once per backbone (no copied modelin
   together, so a token keeps its own position id (its (t, h, w) under M-RoPE, its index under
   1-D RoPE) wherever it goes; the causal mask is by sequence index, so a moved token is seen by
   everything after its new place. The recorded masks follow the permutation, so LSG reads them
-  in the order the LLM sees. A ``selector`` (sinktrain.backbones.slot_select, training only)
-  then removes visual slots from the LLM's input; its output is put back at full length.
+  in the order the LLM sees. A ``scaler`` then multiplies each slot's embedding (DIYSink's ReW
+  weights), and a ``selector`` (sinktrain.backbones.slot_select, training only) removes visual
+  slots from the LLM's input; its output is put back at full length.
 
 The state is assembled where the LLM starts because the order of the other hooks differs:
 ``generate()`` encodes the images once before its prefill forward, training inside each forward.
@@ -117,6 +118,7 @@ class SlotTracker:
         self.decoding = False
         self.orderers: list[Callable[[SlotState], torch.Tensor]] = []
         self.selector: Callable[[SlotState], torch.Tensor] | None = None  # (B, T) bool: slots the LLM keeps
+        self.scaler: Callable[[SlotState], torch.Tensor] | None = None  # (B, T) factor on each slot's embedding (ReW)
         self.compaction: Compaction | None = None  # what the selector kept in the last forward
         self._text: tuple | None = None  # (input_ids, attention_mask, labels) of the current forward
         self._vision: dict | None = None  # the image inputs the vision tower last ran on
@@ -189,7 +191,7 @@ class SlotTracker:
             v_sinks = torch.zeros_like(state.visual)
             v_sinks[state.visual] = self.backbone.to_slot_order(tokens, vision).to(v_sinks.device)
             state.v_sinks = v_sinks & state.patch
-        if not (self.orderers or self.selector) or embeds.shape[1] != state.length:
+        if not (self.orderers or self.selector or self.scaler) or embeds.shape[1] != state.length:
             return None
         positions = self._positions(kwargs, embeds)
         if self.orderers:
@@ -199,6 +201,8 @@ class SlotTracker:
             if kwargs.get("attention_mask") is None:  # permuted positions must not read as packed sequences
                 kwargs["attention_mask"] = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
             state.permute(order)
+        if self.scaler is not None:
+            embeds = kwargs["inputs_embeds"] = embeds * self.scaler(state).unsqueeze(-1).to(embeds.dtype)
         if self.selector is not None:
             self.compaction = Compaction.of(self.selector(state))
             kwargs = compact_inputs(kwargs, embeds, positions, self.compaction)

@@ -21,6 +21,8 @@ class Batch:
     labels: torch.Tensor  # (B, T) long, -100 where no loss
     images_per_sample: torch.Tensor  # (B,) long: the samples' own images (not the blank one)
     vision: dict[str, torch.Tensor] = field(default_factory=dict)
+    questions: list[str] = field(default_factory=list)  # each sample's first question, image markers removed (ReW)
+    categories: list[str | None] = field(default_factory=list)  # each sample's record category, if it has one
 
     @property
     def has_image(self) -> torch.Tensor:
@@ -36,4 +38,5 @@ class Batch:
         return Batch(
             self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device),
             self.images_per_sample.to(device), {name: move(value) for name, value in self.vision.items()},
+            self.questions, self.categories,
         )

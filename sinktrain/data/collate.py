@@ -38,6 +38,8 @@ class Collator:
             labels=pad_sequence(labels, batch_first=True, padding_value=IGNORE_INDEX),
             images_per_sample=torch.tensor([s["images"] for s in samples]),
             vision=vision,
+            questions=[s.get("question", "") for s in samples],
+            categories=[s.get("category") for s in samples],
         )
         positions = [(s["reader"], s["index"], s["bad"]) for s in samples]
         return batch, positions

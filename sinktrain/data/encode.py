@@ -86,6 +86,12 @@ def decode_images(members: list[tuple[str, bytes]]) -> list[Image.Image]:
     return [decode_image(data, name if several else None) for name, data in members]
 
 
+def first_question(conversations: list[dict]) -> str:
+    """The first human turn's text without its image markers (what ReW embeds)."""
+    first = next((turn.get("value", "") for turn in conversations if turn.get("from") == "human"), "")
+    return " ".join(str(first).replace("<image>", " ").split())
+
+
 class SampleEncoder:
     """A raw shard sample -> a training example, in the backbone's chat format and image inputs."""
 
@@ -100,18 +106,21 @@ class SampleEncoder:
     ):
         self.tokenizer, self.image_inputs, self.template = tokenizer, image_inputs, template
         self.image_token_id, self.max_length, self.on_overflow = image_token_id, max_length, on_overflow
+        self.category_field = "category"  # the record field a sample's category is read from (ReW: --balance_by)
 
-    def record(self, raw: dict) -> list[dict]:
+    def record(self, raw: dict) -> dict:
         try:
             record = json.loads(raw["json"])
-            conversations = record["conversations"]
+            if not isinstance(record["conversations"], list):
+                raise TypeError("conversations is not a list")
         except (KeyError, TypeError, ValueError) as err:
             raise BadSample(f"no readable LLaVA record ({err!r})") from err
-        return conversations
+        return record
 
     def __call__(self, raw: dict) -> dict:
         """A raw shard sample (bytes) -> a training example; BadSample if anything is wrong."""
-        conversations = self.record(raw)
+        record = self.record(raw)
+        conversations = record["conversations"]
         images = decode_images(image_members(raw))
         try:
             example = self.encode(conversations, images)
@@ -121,7 +130,7 @@ class SampleEncoder:
             raise BadSample(f"image not processable ({err})") from err
         if example is None:
             raise TooLong(f"longer than --max_length {self.max_length} and not truncatable")
-        return example
+        return {**example, "question": first_question(conversations), "category": record.get(self.category_field)}
 
     def encode(self, conversations: list[dict], images: list[Image.Image]) -> dict | None:
         """Conversation + its decoded images (in <image> order) -> tensors; None when it must be dropped."""

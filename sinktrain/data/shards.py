@@ -204,7 +204,7 @@ def _warn_stale(pattern: str, next_index: int) -> None:
 # --- demo data -----------------------------------------------------------------------------
 
 
-def _even_split(total: int, parts: int) -> list[int]:
+def even_split(total: int, parts: int) -> list[int]:
     base, extra = divmod(total, parts)
     return [base + 1 if i < extra else base for i in range(parts)]
 
@@ -240,7 +240,7 @@ def write_demo_shards(
     try:
         stream = _as_pngs(generate(num_samples, seed))
         pattern = os.path.join(building, "demo-%06d.tar")
-        for index, size in enumerate(_even_split(num_samples, num_shards)):
+        for index, size in enumerate(even_split(num_samples, num_shards)):
             write_shards(itertools.islice(stream, size), pattern, size, start_shard=index)
         _swap_in(building, out_dir)
     finally:

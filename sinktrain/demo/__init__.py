@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from sinktrain.demo import deepseek_vl, deepseek_vl_hybrid, llava, llava_onevision, qwen2_vl
+from sinktrain.demo import deepseek_vl, deepseek_vl_hybrid, llava, llava_onevision, qwen2_vl, sentence_encoder
 from sinktrain.demo.cache import DEMO_VERSION, build_once, cache_dir
 from sinktrain.demo.data import demo_caption_pattern, demo_data_pattern, demo_eval_pattern, demo_multi_image_pattern, ensure_demo_shards
 from sinktrain.errors import SinkTrainError
@@ -33,7 +33,7 @@ DEFAULT = "llava"
 PREFIX = "demo"
 
 __all__ = [
-    "BUILDERS", "cache_dir", "demo_caption_pattern", "demo_data_pattern", "demo_eval_pattern", "demo_multi_image_pattern", "ensure_demo_model",
+    "BUILDERS", "cache_dir", "demo_caption_pattern", "ensure_demo_sentence_encoder", "demo_data_pattern", "demo_eval_pattern", "demo_multi_image_pattern", "ensure_demo_model",
     "ensure_demo_shards", "ensure_demo_trained_model", "resolve", "trained_builder", "training_data",
 ]
 MULTI_IMAGE_FAMILIES = ("llava_onevision",)  # trained on multi-image samples; the others keep the data their numbers were measured on
@@ -64,6 +64,11 @@ def trained_builder(name: str, steps: int | None = None) -> Callable[[Path], Non
 
 def ensure_demo_trained_model(name: str = DEFAULT) -> Path:
     return build_once(cache_dir() / f"demo-{check_name(name)}-trained-v{DEMO_VERSION}", trained_builder(name))
+
+
+def ensure_demo_sentence_encoder() -> Path:
+    """The tiny sentence encoder ReW reads demo questions with (sinktrain.demo.sentence_encoder)."""
+    return build_once(cache_dir() / f"demo-sentence-encoder-v{DEMO_VERSION}", sentence_encoder.build)
 
 
 def demo_name(spec: str | None) -> str | None:

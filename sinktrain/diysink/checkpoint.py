@@ -63,3 +63,21 @@ def load_diysink_checkpoint(backbone: Backbone, checkpoint_dir: str | Path, sink
         raise SinkTrainError(
             f"{checkpoint_dir} does not fit this model ({err}); pass the --model the DIYSink run was trained from"
         ) from err
+
+
+def load_into_run(backbone: Backbone, checkpoint_dir: str | Path, is_main: bool) -> None:
+    """A DIYSink checkpoint's weights into a run's backbone (DualMLP attached, maybe partitioned):
+    rank 0 alone consolidates and checks it; every rank takes part in the load."""
+    from sinktrain.train.run import on_main_first
+    from sinktrain.train.zero import load_full_state
+
+    expected = set(backbone.model.state_dict())
+
+    def consolidate():
+        if not is_main:
+            return None
+        state = consolidated_state(checkpoint_dir)
+        check_keys(state, expected, str(checkpoint_dir))
+        return state
+
+    load_full_state(backbone.model, on_main_first(consolidate))

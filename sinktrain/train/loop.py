@@ -63,6 +63,7 @@ def partition_report(model: nn.Module) -> dict:
 def data_loader(run: Run, backbone: Backbone, template: str, resume: StreamState | None) -> DataLoader:
     args, settings = run.args, run.settings
     encoder = backbone.encoder(template, args.max_length, args.on_overflow)
+    encoder.category_field = getattr(args, "balance_by", None) or "category"
     stream = ShardStream(
         run.shards, encoder, run.rank, run.world_size, args.num_workers, args.seed, args.shuffle_buffer, resume,
     )
@@ -161,7 +162,8 @@ def train_steps(run: Run, engine, loader: DataLoader, start_step: int, stream: S
         dist.all_reduce(totals)
         check_bad_fraction(totals[1].item(), totals[2].item(), args.max_bad_fraction)
         show = step % args.log_every == 0 or step == settings.max_steps
-        progress.log(step, totals[0].item() / run.world_size, engine.get_lr()[0], int(totals[2].item()), show, hooks.metrics())
+        board = hooks.board_metrics()  # first: a method may sum up its step there (ReW's overall weights)
+        progress.log(step, totals[0].item() / run.world_size, engine.get_lr()[0], int(totals[2].item()), show, hooks.metrics(), board)
         if step % args.save_every == 0 or step == settings.max_steps:
             save_checkpoint(run, engine, step, stream, hooks.extra_save)
     return tally
@@ -173,6 +175,8 @@ class MethodHooks:
 
     # tag -> float (a scalar) or 1-D tensor (a histogram, its mean shown in the progress line)
     metrics: Callable[[], dict] = dict
+    # more of them for TensorBoard only (e.g. ReW's weights per category)
+    board_metrics: Callable[[], dict] = dict
     # called on every rank with each checkpoint's staging directory, before it is published
     extra_save: Callable[[Path], None] = lambda directory: None
     # called on every rank with the output directory after the last step (e.g. the final gates)

@@ -33,8 +33,12 @@ class Progress:
         text += "".join(f" | {name.split('/')[-1]} {float(value.float().mean()) if hasattr(value, 'mean') else value:.3g}" for name, value in extra.items())
         return text + (f" | skipped {skipped}" if skipped else "")
 
-    def log(self, step: int, loss: float, lr: float, skipped: int, show: bool, extra: dict[str, float] | None = None) -> None:
-        """``extra``: method-specific scalars by TensorBoard tag, e.g. {"diysink/sinks_per_image": 2.3}."""
+    def log(
+        self, step: int, loss: float, lr: float, skipped: int, show: bool, extra: dict[str, float] | None = None,
+        board_only: dict[str, float] | None = None,
+    ) -> None:
+        """``extra``: method-specific scalars by TensorBoard tag, e.g. {"diysink/sinks_per_image": 2.3};
+        ``board_only``: more of them for TensorBoard alone (too many for the progress line)."""
         if not self.enabled:
             return
         extra = extra or {}
@@ -46,7 +50,7 @@ class Progress:
             self.writer.add_scalar("train/lr", lr, step)
             self.writer.add_scalar("train/samples_per_sec", (step - self.start) * self.samples_per_step / max(elapsed, 1e-9), step)
             self.writer.add_scalar("data/skipped_samples", skipped, step)
-            for tag, value in extra.items():
+            for tag, value in {**extra, **(board_only or {})}.items():
                 if hasattr(value, "numel"):  # a tensor: one histogram per step
                     self.writer.add_histogram(tag, value.float().cpu(), step)
                     self.writer.add_scalar(f"{tag}_mean", float(value.float().mean()), step)

@@ -74,10 +74,18 @@ def broadcast(value):
 
 
 def on_main_first(build):
-    """Run ``build()`` on rank 0, then on the others (which then find rank 0's cached result)."""
+    """Run ``build()`` on rank 0, then on the others (which then find rank 0's cached result). A
+    SinkTrainError on rank 0 is raised on every rank (the others would wait for it forever)."""
     rank = dist.get_rank() if dist.is_initialized() else 0
-    result = build() if rank == 0 else None
-    barrier()
+    result, error = None, None
+    if rank == 0:
+        try:
+            result = build()
+        except SinkTrainError as err:
+            error = str(err)
+    error = broadcast(error)  # also the barrier: the others go on once rank 0 is done
+    if error is not None:
+        raise SinkTrainError(error)
     return build() if rank != 0 else result
 
 
@@ -150,9 +158,14 @@ def check_model_choices(args, model: str):
     return config
 
 
-def setup_run(args, recipe: str, trained_demo: bool = False, demo_data: Callable[[str | None], str] = demo.training_data) -> Run:
+def setup_run(
+    args, recipe: str, trained_demo: bool = False, demo_data: Callable[[str | None], str] = demo.training_data,
+    prepare_data: Callable[[list[str], Path, int], list[str]] | None = None,
+) -> Run:
     """``trained_demo``: a demo --model (or none) means the family's trained demo variant (LSG);
-    ``demo_data``: the shards a run without --data trains on, given --model."""
+    ``demo_data``: the shards a run without --data trains on, given --model; ``prepare_data``:
+    (shards, output dir, world size) -> the shards to train on, run by rank 0 first, then by the
+    others, who must find its result (e.g. ReW's category-balanced subset)."""
     rank, world_size = init_distributed()
     set_seed(args.seed)  # new modules (gates, DualMLP) start the same on every rank and in every run
     setup_logging(rank)
@@ -162,6 +175,8 @@ def setup_run(args, recipe: str, trained_demo: bool = False, demo_data: Callable
     shards = expand_shards(data)
     check_enough_shards(len(shards), world_size, args.num_workers)
     output_dir = Path(broadcast(str(args.output_dir or default_output_dir(recipe))))
+    if prepare_data is not None:
+        shards = on_main_first(lambda: prepare_data(shards, output_dir, world_size))
     ds_config, settings = resolve_config(args, output_dir, config.text_config.hidden_size, world_size, shards)
     resume_from = checkpoint.resolve_resume(args.resume, output_dir)
     if resume_from is not None:

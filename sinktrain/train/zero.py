@@ -50,6 +50,16 @@ def load_state(target: nn.Module, state: dict[str, torch.Tensor]) -> None:
             param.data.copy_(state[name])
 
 
+@torch.no_grad()
+def load_full_state(module: nn.Module, state: dict[str, torch.Tensor] | None) -> None:
+    """Load a full state dict held by rank 0 alone (None elsewhere) into a possibly partitioned
+    module, one parameter at a time (never more than one gathered); every rank must call it."""
+    for name, param in module.named_parameters():
+        with gathered([param], modifier_rank=0):
+            if state is not None:
+                param.data.copy_(state[name])
+
+
 def full_state(module: nn.Module) -> dict[str, torch.Tensor]:
     """The module's full fp32 weights on CPU; a ZeRO-3 gather, so call it on every rank."""
     params = dict(module.named_parameters())

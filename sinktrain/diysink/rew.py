@@ -1,0 +1,120 @@
+"""DIYSink's ReW (soft selection, "To Sink or Not to Sink", Sec. 4.2): a small MLP maps a frozen
+sentence encoder's embedding of the question to ``[w_sink, w_non]``, which scale the two
+connectors' outputs, per sample.
+
+    rew = ReWeighting(backbone, SentenceEncoder(name))   # on a backbone with a DualMLP connector
+    rew.set_questions(["How many objects?", ...])         # before each forward (one per batch row)
+
+The weights are ``2 * sigmoid(z)``, so they stay positive and below 2, and the last layer starts at
+zero: at initialisation both are exactly 1 and the model is the plain DualMLP. They scale each
+sample's V-sink slots (``w_sink``) and other patch slots (``w_non``) where the LLM receives them,
+which for a connector output placed as is equals scaling the connector's output. The MLP is a
+submodule of the model (``model.rew``), so DeepSpeed trains, partitions and checkpoints it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import nn
+
+from sinktrain.backbones.base import Backbone
+from sinktrain.backbones.slots import SlotState
+from sinktrain.data.batch import Batch
+from sinktrain.diysink.connector import DualMLPConnector
+from sinktrain.diysink.sentence import SentenceEncoder
+from sinktrain.errors import SinkTrainError
+from sinktrain.train.zero import init_context
+
+HIDDEN = 64
+UNCATEGORISED = "(none)"
+QUESTIONS_KEPT = 256
+
+
+class ReWeighter(nn.Module):
+    """sentence embedding (B, E) -> (B, 2) weights [w_sink, w_non], exactly (1, 1) at initialisation."""
+
+    def __init__(self, width: int, hidden: int = HIDDEN):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, 2))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return 2.0 * torch.sigmoid(self.mlp(embeddings))
+
+
+class WeightTally:
+    """The weights per category since the last log (TensorBoard), and the questions seen per
+    category (up to QUESTIONS_KEPT each), which the final weights are reported on."""
+
+    def __init__(self):
+        self.recent: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+        self.questions: dict[str, set[str]] = defaultdict(set)
+        self.overall: dict[str, float] = {}
+
+    def add(self, weights: torch.Tensor, categories: list, questions: list[str]) -> None:
+        for (w_sink, w_non), category, question in zip(weights.tolist(), categories, questions):
+            name = UNCATEGORISED if category is None else str(category)
+            sums = self.recent[name]
+            sums[0], sums[1], sums[2] = sums[0] + w_sink, sums[1] + w_non, sums[2] + 1
+            if len(self.questions[name]) < QUESTIONS_KEPT:
+                self.questions[name].add(question)
+
+    def metrics(self) -> dict:
+        """Mean weights over the steps since the last call: overall (progress line) and per category (TensorBoard)."""
+        out, totals = {}, [0.0, 0.0, 0]
+        for name, (w_sink, w_non, count) in sorted(self.recent.items()):
+            out[f"rew/w_sink/{name}"], out[f"rew/w_non/{name}"] = w_sink / count, w_non / count
+            totals = [totals[0] + w_sink, totals[1] + w_non, totals[2] + count]
+        self.recent.clear()
+        self.overall = {"rew/w_sink": totals[0] / max(totals[2], 1), "rew/w_non": totals[1] / max(totals[2], 1)}
+        return out
+
+
+class ReWeighting:
+    def __init__(self, backbone: Backbone, encoder: SentenceEncoder, hidden: int = HIDDEN):
+        if not isinstance(backbone.connector, DualMLPConnector):
+            raise SinkTrainError("ReW reweights a DualMLP connector's two outputs; attach one first (attach_dual_mlp)")
+        self.backbone, self.encoder = backbone, encoder
+        with init_context():  # born partitioned under ZeRO-3, like every trained module
+            self.module = ReWeighter(encoder.width, hidden)
+        backbone.model.add_module("rew", self.module)
+        backbone.slots.scaler = self.scale
+        self.weights: torch.Tensor | None = None  # (B, 2) for the current forward
+        self.tally = WeightTally()
+
+    def set_questions(self, questions: list[str]) -> torch.Tensor:
+        """Weights for the next forward's rows, from their questions (differentiable in the MLP)."""
+        embeddings = self.encoder.embed(questions)
+        parameter = next(self.module.parameters())
+        self.weights = self.module(embeddings.to(parameter.device, parameter.dtype))
+        return self.weights
+
+    def scale(self, state: SlotState) -> torch.Tensor:
+        """(B, T): w_sink on each row's V-sink slots, w_non on its other patch slots, 1 elsewhere."""
+        if self.weights is None:
+            raise SinkTrainError("ReW needs the batch's questions before its forward (ReWeighting.set_questions)")
+        if self.weights.shape[0] != state.visual.shape[0]:
+            raise SinkTrainError(f"ReW has weights for {self.weights.shape[0]} questions, the forward has {state.visual.shape[0]} rows")
+        sinks = state.sink_mask()
+        w_sink, w_non = self.weights[:, :1], self.weights[:, 1:]
+        ones = torch.ones_like(w_sink)
+        return torch.where(state.patch & sinks, w_sink, torch.where(state.patch, w_non, ones))
+
+    def weights_by_category(self, state: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+        """Mean final weights over each category's questions, from a full copy of the MLP's weights."""
+        mlp = ReWeighter(self.encoder.width, self.module.mlp[0].out_features)
+        mlp.load_state_dict(state)
+        report = {}
+        with torch.no_grad():
+            for name, questions in sorted(self.tally.questions.items()):
+                weights = mlp(self.encoder.embed(sorted(questions)).cpu()).mean(dim=0)
+                report[name] = {"w_sink": round(weights[0].item(), 4), "w_non": round(weights[1].item(), 4), "questions": len(questions)}
+        return report
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        weights = self.set_questions(batch.questions)
+        self.tally.add(weights.detach().float().cpu(), batch.categories, batch.questions)
+        return self.backbone.forward(batch).loss
