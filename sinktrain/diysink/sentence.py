@@ -34,16 +34,26 @@ def whole_loading(zero3_config=None):
             hf_deepspeed.set_hf_deepspeed_config(zero3_config)
 
 
+def has_vocabulary(tokenizer) -> bool:
+    """False for what transformers builds from a directory without tokenizer files: specials only,
+    every word unknown."""
+    ids = tokenizer("the of and is a", add_special_tokens=False).input_ids
+    return len(tokenizer) > len(set(tokenizer.all_special_ids)) and any(i != tokenizer.unk_token_id for i in ids)
+
+
 class SentenceEncoder:
     def __init__(self, name: str, device: torch.device | str = "cpu", zero3_config=None):
         self.name = name
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name)
+            problem = None if has_vocabulary(self.tokenizer) else "it has no vocabulary beyond its special tokens"
         except (OSError, ValueError, TypeError) as err:
+            problem = str(err)
+        if problem:
             raise SinkTrainError(
-                f"--sentence_encoder {name}: no tokenizer could be loaded ({err}); pass a transformers encoder "
+                f"--sentence_encoder {name}: no tokenizer could be loaded ({problem}); pass a transformers encoder "
                 f"directory or hub id that holds its tokenizer files (e.g. {DEFAULT})"
-            ) from err
+            )
         with whole_loading(zero3_config):
             try:
                 self.model = AutoModel.from_pretrained(name).to(device).eval().requires_grad_(False)
