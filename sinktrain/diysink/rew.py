@@ -25,7 +25,7 @@ from sinktrain.data.batch import Batch
 from sinktrain.diysink.connector import DualMLPConnector
 from sinktrain.diysink.sentence import SentenceEncoder
 from sinktrain.errors import SinkTrainError
-from sinktrain.train.zero import init_context
+from sinktrain.train.zero import gathered, init_context
 
 HIDDEN = 64
 UNCATEGORISED = "(none)"
@@ -38,8 +38,16 @@ class ReWeighter(nn.Module):
     def __init__(self, width: int, hidden: int = HIDDEN):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, 2))
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
+        self.start_neutral()
+
+    @torch.no_grad()
+    def start_neutral(self) -> None:
+        """Zero the last layer: both weights exactly 1. Under ZeRO-3 each layer is partitioned as soon as
+        it is built, so this gathers it (a no-op gather otherwise)."""
+        last = self.mlp[-1]
+        with gathered(list(last.parameters()), modifier_rank=0):
+            last.weight.zero_()
+            last.bias.zero_()
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         return 2.0 * torch.sigmoid(self.mlp(embeddings))
