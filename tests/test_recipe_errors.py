@@ -8,13 +8,28 @@ from pathlib import Path
 import pytest
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from recipe_worker import RecipeWorker
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "diysink_finetune.py"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def worker():
+    global WORKER
+    WORKER = RecipeWorker()
+    yield
+    WORKER.close()
+
+
 def recipe(*flags):
-    done = subprocess.run([sys.executable, str(RECIPE), *flags], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    return done.returncode, done.stderr
+    return WORKER.run("recipes/diysink_finetune.py", *flags)
+
+
+def test_the_cli_itself_exits_2_with_the_message(tmp_path):
+    """The worker runs the recipes' own main_guard; this checks it against a real command line."""
+    done = subprocess.run([sys.executable, str(RECIPE), "--max_pixels", "50000", "--output_dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.strip().startswith("error:") and "dynamic-resolution families" in done.stderr
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from sinktrain import demo
 from sinktrain.backbones.registry import load_backbone
@@ -29,7 +30,7 @@ from sinktrain.demo.trained import SINK_READING_LAYER
 from sinktrain.lsg.gate_file import gating_from_checkpoint, read_gates
 
 from held_out import check_gates_started_neutral, held_out_loss, r_sink_events
-from recipe_checks import check_resume, check_zero3, mean_loss, run_ranks
+from recipe_checks import check_resume, check_zero3, mean_loss, run_ranks, scalars
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.multiprocess
@@ -37,9 +38,9 @@ DIYSINK_FAMILIES = ["qwen2_vl", "llava_onevision", "deepseek_vl_hybrid"]
 LSG_FAMILIES = ["qwen2_5_vl", "llava_onevision", "deepseek_vl"]
 DIYSINK_STEPS, LSG_STEPS = 30, 30
 RESUMED = ("llava_onevision", "deepseek_vl")
-# DIYSink stage 1 (both projectors, ZeRO-3 on 2 ranks, resumed) runs before stage 2 on these, which
-# then starts from its connector.safetensors
-STAGE1_FAMILIES, STAGE1_STEPS = ("qwen2_vl", "deepseek_vl_hybrid"), 10
+# DIYSink stage 1 (both projectors, ZeRO-3 on 2 ranks) runs before stage 2 on these, which then
+# starts from its connector.safetensors; resumed on Hybrid
+STAGE1_FAMILIES, STAGE1_STEPS, STAGE1_RESUMED = ("qwen2_vl", "deepseek_vl_hybrid"), 10, ("deepseek_vl_hybrid",)
 # DIYSink: the last 5 steps' mean loss over the first 5's, at most. Measured for --seed 0 and 1:
 # Qwen2-VL 0.535 / 0.484 (from ~5.96 to 2.76-3.19), LLaVA-OneVision 0.510 / 0.560 (from ~6.03 to
 # 3.08-3.37), DeepSeek-VL-Hybrid 0.442 / 0.445 (from ~6.2 to 2.73-2.80; DeepSeek-VL 0.421 / 0.402).
@@ -82,13 +83,14 @@ def check_only_connector_changed(name: str, checkpoint_dir) -> None:
 
 
 def pretrain_connector(name: str, output_dir, deepspeed_launch):
-    """Stage 1 on 2 ZeRO-3 ranks, resumed for 2 more steps; returns its connector.safetensors."""
+    """Stage 1 on 2 ZeRO-3 ranks (resumed for 2 more steps where chosen); returns its connector.safetensors."""
     flags = ["--ds_config", "ds_configs/zero3.json", "--model", f"demo:{name}", "--output_dir", str(output_dir), "--save_every", "5"]
     log = deepspeed_launch("recipes/diysink_pretrain.py", *flags, "--max_steps", str(STAGE1_STEPS))
     assert "loss_sink" in log and "loss_non" in log
     check_zero3(output_dir)
     check_only_connector_changed(name, output_dir / "checkpoints" / f"step_{STAGE1_STEPS:06d}")
-    check_resume("diysink_pretrain", flags, STAGE1_STEPS, deepspeed_launch)
+    if name in STAGE1_RESUMED:
+        check_resume("diysink_pretrain", flags, STAGE1_STEPS, deepspeed_launch)
     return output_dir / "connector.safetensors"
 
 
@@ -130,6 +132,27 @@ def test_lsg_finds_the_sink_reading_layer_and_resumes(name, tmp_path, deepspeed_
         check_lsg_tools(name, tmp_path)
     if name in RESUMED:
         check_resume("lsg_train", flags, LSG_STEPS, deepspeed_launch)
+
+
+REW_FAMILY, REW_STEPS = "qwen2_5_vl", 8
+
+
+def test_rew_trains_only_its_mlp_from_neutral_and_resumes(tmp_path, deepspeed_launch, one_thread):
+    """ReW on 2 ZeRO-3 ranks: the category-balanced subset, weights exactly (1, 1) at step 1, per
+    category in TensorBoard, only the MLP trains, its files and plot, and --resume auto."""
+    demo.ensure_demo_trained_model(REW_FAMILY)
+    flags = [*recipe_flags(REW_FAMILY, tmp_path), "--balance_by", "category", "--per_category", "20", "--save_every", "4"]
+    deepspeed_launch("recipes/diysink_rew.py", *flags, "--max_steps", str(REW_STEPS))
+    check_zero3(tmp_path)
+    assert scalars(tmp_path, "rew/w_sink")[1] == scalars(tmp_path, "rew/w_non")[1] == 1.0  # the plain DualMLP
+    meta = json.loads((tmp_path / "rew" / "rew.json").read_text())
+    categories = set(meta["weights_by_category"])
+    assert categories == {"caption", "colour", "count", "shape", "size", "other"} and (tmp_path / "rew" / "rew_weights.png").is_file()
+    assert all(set(scalars(tmp_path, f"rew/w_sink/{name}")) for name in categories)
+    mlp = load_file(str(tmp_path / "rew" / "rew.safetensors"))
+    assert {rank["zero"]["trainable_elements"] for rank in run_ranks(tmp_path)} == {sum(w.numel() for w in mlp.values())}
+    assert json.loads((tmp_path / "rew_data" / "balance.json").read_text())["per_category"] == 20
+    check_resume("diysink_rew", flags, REW_STEPS, deepspeed_launch)
 
 
 def run_tool(tool: str, *flags: str) -> None:
