@@ -14,10 +14,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only: works on headless nodes
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
 
 from sinktrain.diysink.rew import ReWeighting  # noqa: E402
-from sinktrain.errors import SinkTrainError  # noqa: E402
 from sinktrain.train.zero import full_state  # noqa: E402
 
 WEIGHTS, META, PLOT = "rew.safetensors", "rew.json", "rew_weights.png"
@@ -45,12 +44,6 @@ def save_rew(rew: ReWeighting, directory: Path, is_main: bool, plot: bool = Fals
     replace_atomically(directory / META, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
     if plot and weights:
         plot_weights(weights, directory / PLOT)
-
-
-def read_rew(directory: Path) -> tuple[dict, dict]:
-    if not (directory / WEIGHTS).is_file() or not (directory / META).is_file():
-        raise SinkTrainError(f"{directory} holds no ReW weights ({WEIGHTS} + {META}); pass the output directory of recipes/diysink_rew.py")
-    return load_file(str(directory / WEIGHTS)), json.loads((directory / META).read_text())
 
 
 def plot_weights(weights: dict[str, dict[str, float]], path: Path) -> Path:
