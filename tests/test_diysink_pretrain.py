@@ -20,7 +20,7 @@ from sinktrain.diysink.pretrain import check_has_images, check_independent
 from sinktrain.errors import SinkTrainError
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ["--max_steps", "4", "--per_device_batch_size", "4", "--num_workers", "1", "--save_every", "4"]
+STEPS = ["--max_steps", "4", "--per_device_batch_size", "4", "--num_workers", "1", "--save_every", "4", "--shuffle_buffer", "16"]
 
 
 def pretrain(output_dir: Path, *flags: str) -> dict[str, torch.Tensor]:

@@ -249,7 +249,8 @@ def test_profile_drives_the_recipes(demo_run, demo_model_dir, tmp_path, recipe, 
     profile, _ = demo_run
     log = run(
         sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), "--model", str(demo_model_dir), "--sink_profile", str(profile),
-        "--max_steps", "1", "--num_workers", "1", "--per_device_batch_size", "4", "--output_dir", str(tmp_path / "run"), *flags,
+        "--max_steps", "1", "--num_workers", "1", "--per_device_batch_size", "4", "--shuffle_buffer", "16",
+        "--output_dir", str(tmp_path / "run"), *flags,
     )
     assert "step 1/1" in log
 

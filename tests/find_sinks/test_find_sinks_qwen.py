@@ -172,6 +172,7 @@ def test_profile_drives_diysink_on_qwen2_vl(tool_runs, tmp_path):
     out, _ = tool_runs("qwen2_vl")
     log = run(
         sys.executable, str(ROOT / "recipes" / "diysink_finetune.py"), "--model", "demo:qwen2_vl", "--sink_profile", str(out),
-        "--max_steps", "2", "--num_workers", "1", "--per_device_batch_size", "4", "--output_dir", str(tmp_path / "run"),
+        "--max_steps", "2", "--num_workers", "1", "--per_device_batch_size", "4", "--shuffle_buffer", "16",
+        "--output_dir", str(tmp_path / "run"),
     )
     assert "step 2/2" in log
