@@ -10,7 +10,6 @@ before it loads. Writes are atomic (a temporary sibling, renamed into place).
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from safetensors import safe_open
@@ -19,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from sinktrain.backbones.base import Backbone
 from sinktrain.diysink.connector import DualMLPConnector
 from sinktrain.errors import SinkTrainError
+from sinktrain.train.checkpoint import replace_atomically
 from sinktrain.train.zero import full_state, load_state
 
 logger = logging.getLogger("sinktrain")
@@ -50,9 +50,7 @@ def save_connector(connector: DualMLPConnector, path: Path, metadata: dict[str, 
     if not is_main:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    replace_atomically(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
 
 
 def check_metadata(backbone: Backbone, path: str) -> None:

@@ -84,7 +84,7 @@ class SeparatePretraining:
 
     def __init__(self, backbone: Backbone, parts: tuple[str, ...]):
         self.backbone, self.parts = backbone, parts
-        self.last_losses: dict[str, float] = {}
+        self.last_losses: dict[str, torch.Tensor] = {}  # detached; read when logged, not every step
 
     def part_loss(self, batch: Batch, part: str) -> torch.Tensor:
         backbone = self.backbone
@@ -94,11 +94,11 @@ class SeparatePretraining:
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         losses = {part: self.part_loss(batch, part) for part in self.parts}
-        self.last_losses = {part: loss.item() for part, loss in losses.items()}
+        self.last_losses = {part: loss.detach() for part, loss in losses.items()}
         return sum(losses.values())
 
     def metrics(self) -> dict:
         return {
-            **{f"diysink/loss_{part}": loss for part, loss in self.last_losses.items()},
+            **{f"diysink/loss_{part}": loss.item() for part, loss in self.last_losses.items()},
             "diysink/sinks_per_image": self.backbone.slots.sinks_per_image,
         }

@@ -6,7 +6,6 @@ per-category bars the DIYSink paper plots (Sec. 4.2). Files are written atomical
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import matplotlib
@@ -17,15 +16,10 @@ import numpy as np  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from sinktrain.diysink.rew import ReWeighting  # noqa: E402
+from sinktrain.train.checkpoint import replace_atomically  # noqa: E402
 from sinktrain.train.zero import full_state  # noqa: E402
 
 WEIGHTS, META, PLOT = "rew.safetensors", "rew.json", "rew_weights.png"
-
-
-def replace_atomically(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def save_rew(rew: ReWeighting, directory: Path, is_main: bool, plot: bool = False) -> None:

@@ -9,7 +9,6 @@ files from independent runs merge into one stacked file by plain union (tools/st
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sinktrain.errors import SinkTrainError
+from sinktrain.train.checkpoint import replace_atomically
 from sinktrain.train.zero import full_state, gathered
 
 WEIGHTS, META = "gates.safetensors", "gates.json"
@@ -48,9 +48,7 @@ def save_gates(directory: str | Path, state: dict[str, torch.Tensor], meta: Gate
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for name, write in ((WEIGHTS, lambda p: save_file(state, p)), (META, lambda p: Path(p).write_text(json.dumps(asdict(meta), indent=2)))):
-        tmp = directory / f".{name}.tmp"
-        write(str(tmp))
-        os.replace(tmp, directory / name)
+        replace_atomically(directory / name, lambda tmp: write(str(tmp)))
 
 
 def read_gates(directory: str | Path) -> tuple[dict[str, torch.Tensor], GateMeta]:

@@ -29,6 +29,13 @@ def step_tag(step: int) -> str:
     return f"step_{step:06d}"
 
 
+def replace_atomically(path: Path, write) -> None:
+    """``write(tmp)`` into a hidden sibling, then rename it onto ``path``: readers see the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as handle:
