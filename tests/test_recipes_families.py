@@ -7,12 +7,12 @@ tests/backbones and tests/lsg for every family; these runs show the whole recipe
 each kind. DIYSink finetunes the random tiny Qwen2-VL (from its stage-1 connector) and
 LLaVA-OneVision (the loss falls), and pretrains DeepSeek-VL-Hybrid's DualMLP (two connector inputs
 per slot, a SAM branch partitioned at load like everything else; resumed); ReW trains on the
-trained Qwen2.5-VL; LSG trains gates on the trained demo Qwen2.5-VL, LLaVA-OneVision and DeepSeek-VL (they find
+trained Qwen2.5-VL; LSG trains gates on the trained demo Qwen2.5-VL and LLaVA-OneVision (they find
 the sink-reading layer and lower the held-out loss), and the LSG tools (evaluate, oracle sweep)
 run on OneVision's gates. LLaVA-OneVision streams the demo shards and the multi-image demo shards,
 so one run mixes single-image, multi-image and text-only samples (ranks differ in what they get:
-no hang). Each run is partitioned at load and writes TensorBoard; on OneVision and DeepSeek each
-recipe continues with --resume auto (on OneVision both shard sets' positions restored).
+no hang). Each run is partitioned at load and writes TensorBoard; OneVision's finetune continues
+with --resume auto (both shard sets' positions restored; LSG's resume: tests/test_lsg_recipe.py).
 """
 
 import json
@@ -36,9 +36,9 @@ from recipe_checks import check_resume, check_zero3, mean_loss, run_ranks, scala
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.multiprocess
 DIYSINK_FAMILIES = ["qwen2_vl", "llava_onevision"]
-LSG_FAMILIES = ["qwen2_5_vl", "llava_onevision", "deepseek_vl"]
+LSG_FAMILIES = ["qwen2_5_vl", "llava_onevision"]
 DIYSINK_STEPS, LSG_STEPS = 30, 30
-RESUMED = ("llava_onevision", "deepseek_vl")  # recipes/diysink_finetune.py and lsg_train.py
+RESUMED = ("llava_onevision",)  # recipes/diysink_finetune.py
 # DIYSink stage 1 (both projectors, ZeRO-3 on 2 ranks) runs before stage 2 on Qwen2-VL, which then
 # starts from its connector.safetensors; on DeepSeek-VL-Hybrid (two connector inputs per slot, a
 # SAM branch partitioned at load) it runs on its own and resumes
@@ -52,10 +52,10 @@ LOSS_RATIO = {"qwen2_vl": 0.7, "llava_onevision": 0.7}
 # 0.4130 (a drop of 0.025-0.029), r_sink at layer 2 0.96-0.97, elsewhere 0.29-0.42;
 # LLaVA-OneVision stock 0.3939, gated 0.3847 / 0.3843 (0.0092-0.0096; the oracle's best fixed
 # coefficients, (2, 0) at layer 2, gain 0.0086), r_sink at layer 2 0.89-0.92, elsewhere 0.42-0.52.
-# DeepSeek-VL stock 0.3387, gated 0.3124 / 0.3133 (0.0254-0.0263), r_sink at layer 2 0.86-0.92,
-# elsewhere 0.26-0.50. Each threshold is half the family's smallest measured value.
-LSG_DROP = {"qwen2_5_vl": 0.0125, "llava_onevision": 0.0046, "deepseek_vl": 0.0127}
-R_SINK_MARGIN = {"qwen2_5_vl": 0.27, "llava_onevision": 0.18, "deepseek_vl": 0.2}
+# (DeepSeek-VL, run by hand: stock 0.3387, gated 0.3124 / 0.3133, r_sink at layer 2 0.86-0.92,
+# elsewhere 0.26-0.50.) Each threshold is half the family's smallest measured value.
+LSG_DROP = {"qwen2_5_vl": 0.0125, "llava_onevision": 0.0046}
+R_SINK_MARGIN = {"qwen2_5_vl": 0.27, "llava_onevision": 0.18}
 
 
 def recipe_flags(name: str, output_dir) -> list[str]:
@@ -117,7 +117,7 @@ def test_diysink_finetune_learns_and_resumes(name, tmp_path, deepspeed_launch):
 
 
 @pytest.mark.parametrize("name", LSG_FAMILIES)
-def test_lsg_finds_the_sink_reading_layer_and_resumes(name, tmp_path, deepspeed_launch, one_thread):
+def test_lsg_finds_the_sink_reading_layer(name, tmp_path, deepspeed_launch, one_thread):
     demo.ensure_demo_trained_model(name)  # built once here, not raced by two ranks
     flags = recipe_flags(name, tmp_path)
     deepspeed_launch("recipes/lsg_train.py", *flags, "--max_steps", str(LSG_STEPS))
@@ -136,8 +136,6 @@ def test_lsg_finds_the_sink_reading_layer_and_resumes(name, tmp_path, deepspeed_
     assert r_sink[SINK_READING_LAYER] - max(others) > R_SINK_MARGIN[name], r_sink
     if name == "llava_onevision":
         check_lsg_tools(name, tmp_path)
-    if name in RESUMED:
-        check_resume("lsg_train", flags, LSG_STEPS, deepspeed_launch)
 
 
 REW_FAMILY, REW_STEPS = "qwen2_5_vl", 8

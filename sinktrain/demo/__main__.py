@@ -1,6 +1,7 @@
 """``python -m sinktrain.demo [--trained FAMILY ...] [--steps N --out DIR]``: build the demo artefacts into the cache and print where.
 
-Every family's demo model and the demo shards always; trained variants of the families named
+Every family's demo model, the demo shards (training, eval, multi-image, captions) and the
+demo sentence encoder always; trained variants of the families named
 after ``--trained`` (default: every family; ``--trained`` alone: none). With ``--steps N`` the
 trained variants are finetuned for N steps only and written to ``DIR/FAMILY``, never into the
 cache (whose trained models are the full finetune): the reproducibility test's short builds.
@@ -9,7 +10,10 @@ cache (whose trained models are the full finetune): the reproducibility test's s
 import argparse
 from pathlib import Path
 
-from sinktrain.demo import BUILDERS, demo_data_pattern, demo_eval_pattern, ensure_demo_model, ensure_demo_trained_model, trained_builder
+from sinktrain.demo import (
+    BUILDERS, demo_caption_pattern, demo_data_pattern, demo_eval_pattern, demo_multi_image_pattern, ensure_demo_model, ensure_demo_sentence_encoder,
+    ensure_demo_trained_model, trained_builder,
+)
 from sinktrain.log import quiet_third_party
 
 
@@ -35,3 +39,6 @@ for name in BUILDERS:
         print(f"demo:{name} trained:".ljust(26), trained_model(name, args.steps, args.out))
 print("demo shards:".ljust(26), demo_data_pattern())
 print("eval shards:".ljust(26), demo_eval_pattern())
+print("multi-image shards:".ljust(26), demo_multi_image_pattern())
+print("caption shards:".ljust(26), demo_caption_pattern())
+print("sentence encoder:".ljust(26), ensure_demo_sentence_encoder())

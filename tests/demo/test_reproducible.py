@@ -3,7 +3,7 @@
 The session's cache is built in this process (the fixtures of the other tests, torch's default
 thread count); a second cache is built here by ``python -m sinktrain.demo`` in a fresh process
 with another OpenMP thread count. Both must hold the same files with the same bytes: every
-family's demo model, the training, eval and multi-image shards.
+family's demo model, the training, eval, multi-image and caption shards, the sentence encoder.
 
 The trained demo models (450 finetuning steps, one to three minutes per family) are checked by
 short builds of every family instead: SHORT_STEPS steps, once in this process and once in that
@@ -32,7 +32,7 @@ from sinktrain import demo
 from console import check_quiet
 
 ROOT = Path(__file__).resolve().parents[2]
-SHORT_STEPS = 25
+SHORT_STEPS = 12
 pytestmark = pytest.mark.multiprocess
 
 
@@ -63,8 +63,8 @@ def rebuild_elsewhere(cache: Path, short_out: Path) -> None:
 def test_two_builds_give_the_same_bytes(tmp_path):
     # In this process, with torch's default threads (built already if other tests ran first).
     models = {name: demo.ensure_demo_model(name) for name in demo.BUILDERS}
-    shard_sets = [demo.demo_data_pattern(), demo.demo_eval_pattern(), demo.demo_multi_image_pattern()]
-    built_here = [*models.values(), *(Path(pattern).parent for pattern in shard_sets)]
+    shard_sets = [demo.demo_data_pattern(), demo.demo_eval_pattern(), demo.demo_multi_image_pattern(), demo.demo_caption_pattern()]
+    built_here = [*models.values(), *(Path(pattern).parent for pattern in shard_sets), demo.ensure_demo_sentence_encoder()]
     for name in models:
         demo.trained_builder(name, SHORT_STEPS)(tmp_path / "short-here" / name)
     rebuild_elsewhere(tmp_path / "cache", tmp_path / "short-there")
