@@ -10,10 +10,15 @@ back at the kept tokens' places (zeros elsewhere), so the stock model's head run
 ``compacted_lm_loss`` is the next-token loss of the compacted sequence, each kept token
 predicting the next kept one: what the stock loss would be on a sequence without the slots.
 Layout slots (LLaVA-OneVision's row newlines) come from no connector, so both selections drop them.
+
+Generation (``SlotTracker.select_by_mask``) masks the other slots out of attention instead
+(``hide_slots``), in the prefill and in every decoding step: each kept token attends to the same
+tokens at the same positions as in the compacted sequence, and the KV cache keeps its layout.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -64,6 +69,29 @@ class Compaction:
         full = hidden.new_zeros(hidden.shape[0], self.length, hidden.shape[-1])
         index = self.order.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
         return full.scatter(1, index, hidden * self.valid.unsqueeze(-1).to(hidden.dtype))
+
+
+@contextmanager
+def selecting_slots(backbone, keep: Callable[["SlotState"], torch.Tensor], by_mask: bool = False):
+    """Forwards inside the block give the LLM only the slots ``keep`` marks: removed from its input
+    (training forwards), or with ``by_mask`` masked out of attention (generate())."""
+    slots = backbone.slots
+    slots.selector, slots.select_by_mask = keep, by_mask
+    try:
+        yield
+    finally:
+        slots.selector, slots.select_by_mask, slots.hidden = None, False, None
+
+
+def hide_slots(mask: torch.Tensor | None, keep: torch.Tensor, width: int) -> torch.Tensor:
+    """A 2-D attention mask of ``width`` columns whose first ``keep.shape[1]`` columns attend only where ``keep``."""
+    if mask is None:
+        mask = torch.ones(keep.shape[0], width, dtype=torch.long, device=keep.device)
+    elif mask.dim() != 2:
+        raise SinkTrainError("slot selection needs the 2-D attention mask the stock model passes its language model")
+    mask = mask.clone()
+    mask[:, : keep.shape[1]] *= keep.to(mask.dtype)
+    return mask
 
 
 def compact_inputs(kwargs: dict, embeds: torch.Tensor, positions: torch.Tensor, compaction: Compaction) -> dict:

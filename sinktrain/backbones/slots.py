@@ -17,8 +17,10 @@ Forward hooks on the stock model, installed once per backbone (no copied modelin
   1-D RoPE) wherever it goes; the causal mask is by sequence index, so a moved token is seen by
   everything after its new place. The recorded masks follow the permutation, so LSG reads them
   in the order the LLM sees. A ``scaler`` then multiplies each slot's embedding (DIYSink's ReW
-  weights), and a ``selector`` (sinktrain.backbones.slot_select, training only) removes visual
-  slots from the LLM's input; its output is put back at full length.
+  weights), and a ``selector`` (sinktrain.backbones.slot_select) takes visual slots away from
+  the LLM: a training forward removes them from its input (its output is put back at full
+  length); with ``select_by_mask`` (generation) they are masked out of attention instead, at the
+  prefill and in every decoding step, so the KV cache keeps the sequence's layout.
 
 The state is assembled where the LLM starts because the order of the other hooks differs:
 ``generate()`` encodes the images once before its prefill forward, training inside each forward.
@@ -36,7 +38,7 @@ from typing import Callable
 
 import torch
 
-from sinktrain.backbones.slot_select import Compaction, compact_inputs
+from sinktrain.backbones.slot_select import Compaction, compact_inputs, hide_slots
 from sinktrain.errors import SinkTrainError
 
 IGNORE_INDEX = -100
@@ -118,8 +120,10 @@ class SlotTracker:
         self.decoding = False
         self.orderers: list[Callable[[SlotState], torch.Tensor]] = []
         self.selector: Callable[[SlotState], torch.Tensor] | None = None  # (B, T) bool: slots the LLM keeps
+        self.select_by_mask = False  # the selector masks slots out of attention instead of removing them
         self.scaler: Callable[[SlotState], torch.Tensor] | None = None  # (B, T) factor on each slot's embedding (ReW)
         self.compaction: Compaction | None = None  # what the selector kept in the last forward
+        self.hidden: torch.Tensor | None = None  # (B, T) slots the prefill masked out (select_by_mask)
         self._text: tuple | None = None  # (input_ids, attention_mask, labels) of the current forward
         self._vision: dict | None = None  # the image inputs the vision tower last ran on
         self._tokens: torch.Tensor | None = None  # their V-sink flag per connector output token
@@ -158,8 +162,6 @@ class SlotTracker:
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         self.decoding = cache is not None and cache.get_seq_length() > 0
         if self.decoding:
-            if self.selector is not None:
-                raise SinkTrainError("a slot selection applies to training forwards; generate() with one is not supported")
             return
         if input_ids is None:
             raise SinkTrainError("sinktrain backbones need input_ids (not inputs_embeds) to know where image slots are")
@@ -178,7 +180,10 @@ class SlotTracker:
     def _enter_llm(self, module, args, kwargs):
         self.compaction = None
         embeds = kwargs.get("inputs_embeds")
-        if self.decoding or self._text is None or embeds is None:
+        if self.decoding:
+            return self._keep_hidden(args, kwargs, embeds)
+        self.hidden = None
+        if self._text is None or embeds is None:
             return None
         input_ids, attention_mask, labels = self._text
         vision, tokens = self._vision, self._tokens
@@ -203,9 +208,21 @@ class SlotTracker:
             state.permute(order)
         if self.scaler is not None:
             embeds = kwargs["inputs_embeds"] = embeds * self.scaler(state).unsqueeze(-1).to(embeds.dtype)
-        if self.selector is not None:
+        if self.selector is not None and self.select_by_mask:
+            keep = self.selector(state)
+            self.hidden = ~keep
+            kwargs["attention_mask"] = hide_slots(kwargs.get("attention_mask"), keep, embeds.shape[1])
+        elif self.selector is not None:
             self.compaction = Compaction.of(self.selector(state))
             kwargs = compact_inputs(kwargs, embeds, positions, self.compaction)
+        return args, kwargs
+
+    def _keep_hidden(self, args, kwargs, embeds):
+        """A decoding step after a masked prefill: its attention mask hides the same slots."""
+        if self.hidden is None or embeds is None:
+            return None
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        kwargs["attention_mask"] = hide_slots(kwargs.get("attention_mask"), ~self.hidden, cache.get_seq_length() + embeds.shape[1])
         return args, kwargs
 
     def _leave_llm(self, module, args, output):

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import os
 import tarfile
-from contextlib import contextmanager
 
 import torch
 
 from sinktrain.backbones.base import Backbone
-from sinktrain.backbones.slot_select import SELECTIONS, compacted_lm_loss
+from sinktrain.backbones.slot_select import SELECTIONS, compacted_lm_loss, selecting_slots
 from sinktrain.data.batch import Batch
 from sinktrain.data.shard_format import IMAGE_EXTENSIONS
 from sinktrain.diysink.connector import DualMLPConnector
@@ -69,14 +68,9 @@ def make_trainable(backbone: Backbone, connector: DualMLPConnector, parts: tuple
         getattr(connector, f"f_{part}").requires_grad_(True)
 
 
-@contextmanager
 def selecting(backbone: Backbone, part: str):
     """Forwards inside the block give the LLM only ``part``'s visual slots ("sink" or "non")."""
-    backbone.slots.selector = SELECTIONS[part]
-    try:
-        yield
-    finally:
-        backbone.slots.selector = None
+    return selecting_slots(backbone, SELECTIONS[part])
 
 
 class SeparatePretraining:

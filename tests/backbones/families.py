@@ -130,7 +130,7 @@ def capture_llm_inputs(backbone) -> tuple[list[dict], object]:
     store: list[dict] = []
 
     def record(module, args, kwargs):
-        store.append({k: kwargs[k].detach().clone() for k in ("inputs_embeds", "position_ids") if kwargs.get(k) is not None})
+        store.append({k: kwargs[k].detach().clone() for k in ("inputs_embeds", "position_ids", "attention_mask") if kwargs.get(k) is not None})
 
     return store, backbone.language_model.register_forward_pre_hook(record, with_kwargs=True)
 
