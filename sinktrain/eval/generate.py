@@ -12,17 +12,23 @@ prompt token, which is where LSG's gates read ``h_l^last``. Generation is the st
 ``generate()``: the same forward path as training, with any method attached by hooks. Image and
 text-only samples go into separate batches (a text-only batch has no image inputs). With gates
 attached, r_sink (the gate's softmax share of the V-sink group, paper Fig. 8) is recorded per
-sample at the prefill of every gated layer.
+sample at the prefill of every gated layer. A ``method`` (stock, sink-to-front, DIYSink with ReW
+or CoT routing, sink-only, ...: sinktrain.eval.methods) prepares each batch; the time per sample,
+and the part of it the method's preparation took, are reported with the accuracy.
 """
 
 from __future__ import annotations
 
+import time
+
 import torch
+from tqdm import tqdm
 
 from sinktrain.backbones.base import Backbone
 from sinktrain.data.chat import encode_prompt
 from sinktrain.data.eval_set import EvalSample
 from sinktrain.data.images import concat_vision
+from sinktrain.eval.methods import EvalMethod
 from sinktrain.eval.results import Prediction, Results
 
 
@@ -70,21 +76,36 @@ def evaluate(
     batch_size: int = 16,
     max_new_tokens: int = 8,
     template: str | None = None,
+    method: EvalMethod | None = None,
+    progress: bool = False,
 ) -> Results:
-    """Greedy answers to every sample's first question, scored by exact match."""
+    """Greedy answers to every sample's first question, scored by exact match; ``method``
+    (sinktrain.eval.methods) prepares each batch, and its preparation time is kept apart."""
     template = backbone.check_template(template)
+    method = method or EvalMethod("stock")
     texts: list[str | None] = [None] * len(samples)
+    details: list[dict | None] = [None] * len(samples)
     ratios: dict[int, list[float | None]] = {}
+    clock = {"method": 0.0, "total": 0.0}
     backbone.model.eval()
-    for indices in batches(samples, batch_size):
+    for indices in tqdm(batches(samples, batch_size), desc="evaluating", unit="batch", disable=not progress):
         if gating is not None:
             gating.last_ratios.clear()  # it holds the last forward's r; only this batch's prefill may count
-        batch_texts = generate_batch(backbone, [samples[i] for i in indices], template, max_new_tokens)
-        for i, text in zip(indices, batch_texts):
-            texts[i] = text
+        batch = [samples[i] for i in indices]
+        start = time.perf_counter()
+        context, batch_details = method.prepare(batch)
+        prepared = time.perf_counter()
+        with context:
+            batch_texts = generate_batch(backbone, batch, template, max_new_tokens)
+        clock["method"] += prepared - start
+        clock["total"] += time.perf_counter() - start
+        for i, text, detail in zip(indices, batch_texts, batch_details or [None] * len(indices)):
+            texts[i], details[i] = text, detail
         for layer, r in (gating.last_ratios.items() if gating is not None else ()):
             slots = ratios.setdefault(layer, [None] * len(samples))
             for i, value in zip(indices, r[:, 0].tolist()):  # r[:, 0] is r_sink
                 slots[i] = value
-    predictions = [Prediction(s.key, s.category, s.answer, t) for s, t in zip(samples, texts)]
-    return Results(predictions, ratios)
+    predictions = [Prediction(s.key, s.category, s.answer, t, d) for s, t, d in zip(samples, texts, details)]
+    count = max(len(samples), 1)
+    timing = {"seconds_per_sample": clock["total"] / count, "method_seconds_per_sample": clock["method"] / count}
+    return Results(predictions, ratios, method.name, timing, method.summary())

@@ -21,6 +21,7 @@ class Prediction:
     category: str
     answer: str
     prediction: str
+    details: dict | None = None  # what the method decided for this sample (ReW weights, CoT routing)
 
     @property
     def correct(self) -> bool:
@@ -47,6 +48,9 @@ def mean_std(values: list[float]) -> dict[str, float]:
 class Results:
     predictions: list[Prediction]
     r_sink: dict[int, list[float]] = field(default_factory=dict)  # layer -> r_sink per sample (prediction order)
+    method: str = "stock"
+    timing: dict[str, float] = field(default_factory=dict)  # seconds_per_sample, method_seconds_per_sample
+    summary: dict = field(default_factory=dict)  # method-wide facts (CoT: routes, unmatched)
 
     @property
     def categories(self) -> list[str]:
@@ -74,9 +78,12 @@ class Results:
 
     def to_dict(self, with_r_sink: bool = True) -> dict:
         out = {
+            "method": self.method,
             "accuracy": self.accuracy(),
             "per_category": self.per_category(),
-            "predictions": [vars(p) | {"correct": p.correct} for p in self.predictions],
+            "timing": self.timing,
+            **({"method_summary": self.summary} if self.summary else {}),
+            "predictions": [{k: v for k, v in vars(p).items() if v is not None} | {"correct": p.correct} for p in self.predictions],
         }
         if with_r_sink and self.r_sink:
             out["r_sink"] = self.r_sink_stats()

@@ -29,8 +29,19 @@ def r_sink_table(results) -> str:
     return format_rows(["r_sink"] + [f"layer {l}" for l in layers], rows)
 
 
+def timing_line(results) -> str:
+    """Method, time per sample and the part of it the method added (DIYSink's reported latency)."""
+    timing = results.timing
+    line = f"method {results.method}"
+    if timing:
+        line += f": {timing['seconds_per_sample']:.4f} s/sample, of which the method's own work {timing['method_seconds_per_sample']:.4f} s"
+    for name, value in results.summary.items():
+        line += f"; {name} {value}"
+    return line
+
+
 def results_table(results, with_r_sink: bool = True) -> str:
-    tables = [accuracy_table(results)]
+    tables = [accuracy_table(results), timing_line(results)]
     if with_r_sink and results.r_sink:
         tables.append(r_sink_table(results))
     return "\n\n".join(tables)

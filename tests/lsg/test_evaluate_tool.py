@@ -10,9 +10,6 @@ finetuning.)
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -158,18 +155,6 @@ def test_diysink_checkpoint_that_is_not_one(backbone, tmp_path):
     with pytest.raises(SinkTrainError, match="is not a DeepSpeed checkpoint directory"):
         load_diysink_checkpoint(backbone, tmp_path)
     assert "DualMLP" not in type(backbone.connector).__name__  # refused before touching the model
-
-
-@pytest.fixture(scope="module")
-def diysink_checkpoint(model_path, eval_dir, tmp_path_factory):
-    """Three real DIYSink finetuning steps (single process, ZeRO-3) on the eval shards (the
-    scheduler's first step has lr 0)."""
-    out = tmp_path_factory.mktemp("diysink-run")
-    command = [sys.executable, str(ROOT / "recipes" / "diysink_finetune.py"), "--model", model_path, "--data", eval_dir,
-               "--output_dir", str(out), "--max_steps", "3", "--per_device_batch_size", "2", "--num_workers", "0",
-               "--lr", "1e-2", "--warmup_ratio", "0"]
-    ok(subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1")))
-    return out / "checkpoints" / "step_000003"
 
 
 def test_evaluate_a_diysink_checkpoint(model_path, diysink_checkpoint, samples):
