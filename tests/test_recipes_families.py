@@ -7,7 +7,7 @@ tests/backbones and tests/lsg for every family; these runs show the whole recipe
 each kind. DIYSink finetunes the random tiny Qwen2-VL (from its stage-1 connector) and
 LLaVA-OneVision (the loss falls), and pretrains DeepSeek-VL-Hybrid's DualMLP (two connector inputs
 per slot, a SAM branch partitioned at load like everything else; resumed); ReW trains on the
-trained Qwen2.5-VL; LSG trains gates on the trained demo Qwen2.5-VL and LLaVA-OneVision (they find
+trained Qwen2.5-VL (and resumes); LSG trains gates on the trained demo Qwen2.5-VL and LLaVA-OneVision (they find
 the sink-reading layer and lower the held-out loss), and the LSG tools (evaluate, oracle sweep)
 run on OneVision's gates. LLaVA-OneVision streams the demo shards and the multi-image demo shards,
 so one run mixes single-image, multi-image and text-only samples (ranks differ in what they get:
@@ -141,9 +141,9 @@ def test_lsg_finds_the_sink_reading_layer(name, tmp_path, deepspeed_launch, one_
 REW_FAMILY, REW_STEPS = "qwen2_5_vl", 8
 
 
-def test_rew_trains_only_its_mlp_from_neutral(tmp_path, deepspeed_launch, one_thread):
+def test_rew_trains_only_its_mlp_from_neutral_and_resumes(tmp_path, deepspeed_launch, one_thread):
     """ReW on 2 ZeRO-3 ranks: the category-balanced subset, weights exactly (1, 1) at step 1, per
-    category in TensorBoard, only the MLP trains, its files and plot."""
+    category in TensorBoard, only the MLP trains, its files and plot; --resume auto continues."""
     demo.ensure_demo_trained_model(REW_FAMILY)
     flags = [*recipe_flags(REW_FAMILY, tmp_path), "--balance_by", "category", "--per_category", "20", "--save_every", "4"]
     deepspeed_launch("recipes/diysink_rew.py", *flags, "--max_steps", str(REW_STEPS))
@@ -156,6 +156,7 @@ def test_rew_trains_only_its_mlp_from_neutral(tmp_path, deepspeed_launch, one_th
     mlp = load_file(str(tmp_path / "rew" / "rew.safetensors"))
     assert {rank["zero"]["trainable_elements"] for rank in run_ranks(tmp_path)} == {sum(w.numel() for w in mlp.values())}
     assert json.loads((tmp_path / "rew_data" / "balance.json").read_text())["per_category"] == 20
+    check_resume("diysink_rew", flags, REW_STEPS, deepspeed_launch)
 
 
 def run_tool(tool: str, *flags: str) -> None:
