@@ -25,10 +25,11 @@ the paper reports. The selection's own median time per sample is printed below t
 Models and inputs are tools/bench_overhead.py's (``--family``, ``--hidden``, ``--layers``, ...:
 see there); ``--threads`` and the pinned allocator work as there.
 
-Run (a few minutes per family at the default size on an idle 2-core CPU)::
+Run (3-4 minutes per family at the default size on a 2-core CPU; ``--threads 1`` on a machine
+busy with other jobs, where two threads wait for each other and paired rounds swing by 10-20 %)::
 
     python tools/bench_diysink.py                       # --family llava
-    python tools/bench_diysink.py --family qwen2_vl --threads 2 --json diysink-qwen.json
+    python tools/bench_diysink.py --family qwen2_vl --threads 1 --json diysink-qwen.json
 
 How to read it: as tools/bench_overhead.py's table ("stock" is the plain DualMLP model). ``--json
 FILE`` writes all numbers, raw samples included; ``rew_ratio`` and ``cot_ratio`` at the top level

@@ -27,15 +27,12 @@ import torch
 from safetensors.torch import save_file
 from transformers import BertConfig, BertModel, BertTokenizer
 
-from sinktrain.backbones.profiles import SinkProfile
-from sinktrain.bench.inputs import noise_image, pick_tau, sized_conversation
-from sinktrain.bench.overhead import FAMILIES, SEED, SINK_DIM, SINKS_PER_IMAGE, module_at
+from sinktrain.bench.inputs import as_prompts, pick_tau, synthetic_samples
+from sinktrain.bench.overhead import FAMILIES, SEED, SINK_DIM, SINKS_PER_IMAGE, bench_profile, module_at
 from sinktrain.bench.report import environment, write_report
 from sinktrain.bench.timing import LEGEND, Clock, Comparison, print_table, time_generate
 from sinktrain.data.encode import first_question
-from sinktrain.data.eval_set import EvalSample
 from sinktrain.data.images import concat_vision
-from sinktrain.data.scenes import vocabulary_sentences
 from sinktrain.demo import ensure_demo_sentence_encoder
 from sinktrain.diysink.attach import attach_dual_mlp
 from sinktrain.diysink.cot import CotRouter
@@ -48,26 +45,6 @@ RATIO_KEYS = {"rew_ratio": "rew_total", "cot_ratio": "cot_total"}
 # sentence-transformers/all-MiniLM-L6-v2, the real default encoder (random weights here)
 MINILM = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536, max_position_embeddings=512)
 REW_STD = 0.2  # the ReW MLP's last layer, as after training: weights clearly away from (1, 1)
-
-
-def eval_samples(backbone, family, args, generator: torch.Generator) -> list[EvalSample]:
-    """The overhead benchmark's generation samples (build_inputs' prompts: same generator draws)."""
-    words = sorted({word for sentence in vocabulary_sentences() for word in sentence.split()})
-    samples = []
-    for index in range(args.batch):
-        image = noise_image(family.image_size(args, index), generator)
-        slots = backbone.image_inputs([image])[1]
-        seed = int(torch.randint(1 << 30, (1,), generator=generator))
-        conversations = sized_conversation(backbone, slots, args.text_tokens, words, seed)
-        samples.append(EvalSample(key=str(index), category="bench", question=conversations[:1], answer="", images=(image,)))
-    return samples
-
-
-def sink_profile(family, config, tau: float) -> SinkProfile:
-    return SinkProfile(
-        name="bench", vision_tower="bench-vit", vit_dims=[SINK_DIM], vit_layer=family.VIT_LAYER, criterion="dim_threshold",
-        tau_v=tau, hidden_size_vit=family.BACKBONE.vision_width_of(config), hidden_size_llm=config.text_config.hidden_size,
-    )
 
 
 def minilm_shaped_encoder(workdir: Path) -> str:
@@ -117,14 +94,14 @@ class DiySinkBench:
         model, processor = family.build(self.args, workdir)
         config = model.config
         copied = copy.deepcopy(model)  # before any backbone hooks the model
-        plain = backbone_class(model, processor, sink_profile(family, config, float("inf")))  # tau: below, from the images
-        weighted = backbone_class(copied, processor, sink_profile(family, config, float("inf")))
-        self.samples = eval_samples(plain, family, self.args, torch.Generator().manual_seed(SEED))
+        plain = backbone_class(model, processor, bench_profile(family, config, float("inf")))  # tau: below, from the images
+        weighted = backbone_class(copied, processor, bench_profile(family, config, float("inf")))
+        self.samples = as_prompts(synthetic_samples(plain, family, self.args, torch.Generator().manual_seed(SEED)))
         images = [plain.image_inputs(list(s.images)) for s in self.samples]
         self.slots = [n for _, slots in images for n in slots]
         self.tau = pick_tau(model, module_at(model, backbone_class.connector_path), plain.connector_group,
                             concat_vision([vision for vision, _ in images]), len(self.slots), SINK_DIM, SINKS_PER_IMAGE)
-        profile = sink_profile(family, config, self.tau)
+        profile = bench_profile(family, config, self.tau)
         backbone_class.check_profile(config, profile)
         for backbone in (plain, weighted):
             backbone.sink_profile = profile

@@ -50,22 +50,31 @@ def sized_conversation(backbone, slots: list[int], text_tokens: int, words: list
     return conversations
 
 
-def build_inputs(backbone, family, args, generator: torch.Generator) -> tuple[Batch, dict, list[int]]:
-    """(training batch, generate() keyword arguments, slots per image) for ``args.batch`` samples."""
+def synthetic_samples(backbone, family, args, generator: torch.Generator) -> list[tuple[list[dict], Image.Image, list[int]]]:
+    """(conversation, image, its slots) for ``args.batch`` samples, drawn from ``generator``."""
     words = sorted({word for sentence in vocabulary_sentences() for word in sentence.split()})
-    encoder, collate = backbone.encoder(), backbone.collator()
-    samples, prompts, slots = [], [], []
+    samples = []
     for index in range(args.batch):
         image = noise_image(family.image_size(args, index), generator)
-        image_slots = backbone.image_inputs([image])[1]
+        slots = backbone.image_inputs([image])[1]
         seed = int(torch.randint(1 << 30, (1,), generator=generator))
-        conversations = sized_conversation(backbone, image_slots, args.text_tokens, words, seed)
-        sample = encoder.encode(conversations, [image])
-        samples.append({**sample, "reader": 0, "index": index, "bad": False})
-        prompts.append(EvalSample(key=str(index), category="bench", question=conversations[:1], answer="", images=(image,)))
-        slots += image_slots
-    batch, _ = collate(samples)
-    return batch, prompt_inputs(backbone, prompts, backbone.default_template), slots
+        samples.append((sized_conversation(backbone, slots, args.text_tokens, words, seed), image, slots))
+    return samples
+
+
+def as_prompts(samples: list[tuple[list[dict], Image.Image, list[int]]]) -> list[EvalSample]:
+    """The samples' first questions as generation prompts (the evaluation path's samples)."""
+    return [EvalSample(key=str(i), category="bench", question=c[:1], answer="", images=(image,)) for i, (c, image, _) in enumerate(samples)]
+
+
+def build_inputs(backbone, family, args, generator: torch.Generator) -> tuple[Batch, dict, list[int]]:
+    """(training batch, generate() keyword arguments, slots per image) for ``args.batch`` samples."""
+    samples = synthetic_samples(backbone, family, args, generator)
+    encoder = backbone.encoder()
+    examples = [{**encoder.encode(c, [image]), "reader": 0, "index": i, "bad": False} for i, (c, image, _) in enumerate(samples)]
+    batch, _ = backbone.collator()(examples)
+    prompt = prompt_inputs(backbone, as_prompts(samples), backbone.default_template)
+    return batch, prompt, [slot for _, _, slots in samples for slot in slots]
 
 
 @torch.no_grad()

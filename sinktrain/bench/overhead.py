@@ -57,6 +57,14 @@ def train_only(model: torch.nn.Module, parameters: list[torch.nn.Parameter]) -> 
         parameter.requires_grad_(id(parameter) in wanted)
 
 
+def bench_profile(family, config, tau: float) -> SinkProfile:
+    """The benchmark models' sink profile: V-sinks where ViT channel SINK_DIM reaches ``tau``."""
+    return SinkProfile(
+        name="bench", vision_tower="bench-vit", vit_dims=[SINK_DIM], vit_layer=family.VIT_LAYER, criterion="dim_threshold",
+        tau_v=tau, hidden_size_vit=family.BACKBONE.vision_width_of(config), hidden_size_llm=config.text_config.hidden_size,
+    )
+
+
 def non_vision(model: torch.nn.Module, backbone_class) -> list[torch.nn.Parameter]:
     """Everything but the ViT (the connector included): what DIYSink stage 2 trains."""
     connector = {id(p) for p in module_at(model, backbone_class.connector_path).parameters()}
@@ -100,11 +108,7 @@ class Bench:
         self.dual_mlp = Comparison("DualMLP", {"train_step": "train step (fwd+bwd)"}, {"train_step": TARGETS["dual_mlp_train_step"]}, keys={"train_step": "dual_mlp_train_step"})
 
     def _profile(self, tau: float) -> SinkProfile:
-        family, config = self.family, self.stock.config
-        return SinkProfile(
-            name="bench", vision_tower="bench-vit", vit_dims=[SINK_DIM], vit_layer=family.VIT_LAYER, criterion="dim_threshold",
-            tau_v=tau, hidden_size_vit=family.BACKBONE.vision_width_of(config), hidden_size_llm=config.text_config.hidden_size,
-        )
+        return bench_profile(self.family, self.stock.config, tau)
 
     # -- variants: each returns {measure: (wall, cpu)} --------------------------------------------
     def _train(self, name: str, model: torch.nn.Module, forward, trainable: list) -> dict:

@@ -164,5 +164,8 @@ class CotRouter:
             rows = [SELECTIONS[r](state)[i] if r in SELECTIONS else torch.ones_like(state.visual[i]) for i, r in enumerate(routes)]
             return torch.stack(rows)
 
+        if all(route == "both" for route in routes):  # every slot stays: no mask to build at each step
+            yield
+            return
         with selecting_slots(self.backbone, keep, by_mask=True):
             yield
