@@ -1,7 +1,10 @@
 """DIYSink ReW: train only a small MLP that weights the two connectors' outputs per question.
 
-Runs on the embedded trained tiny LLaVA with no flags (its DualMLP starts from its own projector);
---model demo:FAMILY for another family; on a real DIYSink model:
+Runs on the embedded trained tiny LLaVA with no flags (its DualMLP starts from its own projector)
+and its ReW demo set (sinktrain.demo.rew_set: global questions answered from the V-sinks alone,
+local ones from the other tokens alone; try --balance_by category, and see rew/rew_weights.png:
+the non-sink weight goes down for global questions and up for local ones); --model demo:FAMILY
+for another family; on a real DIYSink model:
 
     deepspeed --num_gpus 2 recipes/diysink_rew.py
     deepspeed --num_gpus 1 recipes/diysink_rew.py --ds_config ds_configs/zero2.json \\
@@ -85,7 +88,7 @@ def rew_hooks(rew: ReWeighting, is_main: bool) -> MethodHooks:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    run = setup_run(args, "diysink-rew", trained_demo=True, prepare_data=balanced(args))
+    run = setup_run(args, "diysink-rew", trained_demo=True, demo_data=demo.rew_data, prepare_data=balanced(args))
     backbone = load_run_backbone(run)
     attach_dual_mlp(backbone, sink_first=not args.no_sink_first, connector_init=args.connector_init)
     if args.diysink_checkpoint:

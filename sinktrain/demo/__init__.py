@@ -34,7 +34,7 @@ PREFIX = "demo"
 
 __all__ = [
     "BUILDERS", "cache_dir", "demo_caption_pattern", "ensure_demo_sentence_encoder", "demo_data_pattern", "demo_eval_pattern", "demo_multi_image_pattern", "ensure_demo_model",
-    "ensure_demo_shards", "ensure_demo_trained_model", "resolve", "trained_builder", "training_data",
+    "ensure_demo_rew_set", "ensure_demo_shards", "ensure_demo_trained_model", "resolve", "rew_data", "trained_builder", "training_data",
 ]
 MULTI_IMAGE_FAMILIES = ("llava_onevision",)  # trained on multi-image samples; the others keep the data their numbers were measured on
 
@@ -64,6 +64,21 @@ def trained_builder(name: str, steps: int | None = None) -> Callable[[Path], Non
 
 def ensure_demo_trained_model(name: str = DEFAULT) -> Path:
     return build_once(cache_dir() / f"demo-{check_name(name)}-trained-v{DEMO_VERSION}", trained_builder(name))
+
+
+def ensure_demo_rew_set(name: str = DEFAULT) -> Path:
+    """The ReW demo shards of ``name`` (sinktrain.demo.rew_set), answered by its trained demo model."""
+    from sinktrain.demo import rew_set
+
+    trained = ensure_demo_trained_model(name)
+    return build_once(cache_dir() / f"demo-{check_name(name)}-rew-set-v{DEMO_VERSION}", partial(rew_set.build, trained))
+
+
+def rew_data(spec: str | None) -> str:
+    """The default --data of recipes/diysink_rew.py for a demo --model: its family's ReW demo set."""
+    from sinktrain.demo import rew_set
+
+    return rew_set.shard_pattern(ensure_demo_rew_set(demo_name(spec) or DEFAULT))
 
 
 def ensure_demo_sentence_encoder() -> Path:
