@@ -1,6 +1,8 @@
-"""A category-balanced subset of local shards, drawn reproducibly from a seed and written as new shards.
+"""A category-balanced subset of local shards (or of a LLaVA JSON's records), drawn reproducibly
+from a seed and written as new shards.
 
     paths = write_balanced(shards, "category", per_category=80, seed=0, out_dir="runs/x/rew_data", num_shards=4)
+    records = balanced_records(records, "category", per_category=1667, seed=0)   # tools/make_shards.py
 
 Any JSON field of the records can be the category (DIYSink's ReW: local / global / mixed tasks;
 LSG: Cambrian's OCR, general, counting, code, math, science). Every category contributes the same
@@ -17,13 +19,14 @@ import shutil
 import tarfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 from sinktrain.data.shard_format import IMAGE_EXTENSIONS, INDEXED_IMAGE_FIELD, Sample
 from sinktrain.data.shards import even_split, write_shards
 from sinktrain.errors import SinkTrainError
 
 SETTINGS = "balance.json"  # what the directory was drawn with
+T = TypeVar("T")
 
 
 def shard_samples(shard: str) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -72,13 +75,38 @@ def choose(shards: list[str], field: str, per_category: int | None, seed: int) -
             by_category[category_of(fields, field, f"sample {key} of {shard}")].append((index, key))
     if not by_category:
         raise SinkTrainError(f"{shards[0]} ... hold no samples to balance")
-    smallest = min(len(members) for members in by_category.values())
+    return set(pick_balanced(by_category, per_category, seed))
+
+
+def pick_balanced(groups: dict[str, list[T]], per_category: int | None, seed: int) -> list[T]:
+    """``per_category`` members of every group (default: as many as the smallest has), at random from ``seed``."""
+    smallest = min(len(members) for members in groups.values())
     take = per_category or smallest
     if take > smallest:
-        sizes = ", ".join(f"{name} {len(members)}" for name, members in sorted(by_category.items()))
+        sizes = ", ".join(f"{name} {len(members)}" for name, members in sorted(groups.items()))
         raise SinkTrainError(f"--per_category {take}: the smallest category has {smallest} samples ({sizes}); pass at most {smallest}")
     rng = random.Random(seed)
-    return {member for _, members in sorted(by_category.items()) for member in rng.sample(members, take)}
+    return [member for _, members in sorted(groups.items()) for member in rng.sample(members, take)]
+
+
+def balanced_records(records: list, field: str, per_category: int | None, seed: int, source: str = "the JSON") -> list:
+    """``per_category`` records of every value of ``field``, shuffled with ``seed`` (LLaVA-format
+    records, before any image is read: a stratified draw from millions of records is cheap)."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, record in enumerate(records):
+        value = record.get(field) if isinstance(record, dict) else None
+        if value is None:
+            name = record.get("id", f"#{index}") if isinstance(record, dict) else f"#{index}"
+            raise SinkTrainError(
+                f"record {name} of {source} has no {field!r} field, but --balance_by {field} balances over it; "
+                "add it to every record, or leave --balance_by out"
+            )
+        groups[str(value)].append(index)
+    if not groups:
+        raise SinkTrainError(f"{source} has no records to balance")
+    chosen = pick_balanced(groups, per_category, seed)
+    random.Random(seed).shuffle(chosen)
+    return [records[index] for index in chosen]
 
 
 def write_balanced(shards: list[str], field: str, per_category: int | None, seed: int, out_dir: str | Path, num_shards: int) -> list[str]:

@@ -13,7 +13,7 @@ import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 from PIL import Image
 
@@ -163,15 +163,18 @@ def _prepare(record: object, image_folder: str) -> Sample:
 
 
 def llava_json_samples(
-    json_path: str, image_folder: str, stats: ReadStats | None = None
+    json_path: str, image_folder: str, stats: ReadStats | None = None, choose: Callable[[list], list] | None = None
 ) -> Iterator[Sample]:
     """(record, image bytes | None, extension | None) for every usable record of a LLaVA JSON
-    (lists of bytes and extensions for a record with a list of images).
+    (lists of bytes and extensions for a record with a list of images); ``choose`` picks the
+    records to convert first (e.g. a category-balanced draw), before any image is read.
 
     The file is loaded (and a missing/unparseable file reported) when this is called; bad
     records are skipped, logged and counted in `stats` as the iterator is consumed.
     """
     records = load_llava_json(json_path)
+    if choose is not None:
+        records = choose(records)
     if not os.path.isdir(image_folder):
         raise SinkTrainError(
             f"image folder {image_folder!r} does not exist; pass the folder the records' "

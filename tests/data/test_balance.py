@@ -1,8 +1,11 @@
-"""Category-balanced subsets of shards (sinktrain.data.balance): every category gives the same number
-of samples, drawn reproducibly from the seed, with their bytes; bad requests fail with the fix."""
+"""Category-balanced subsets (sinktrain.data.balance) of shards and, through tools/make_shards.py
+--balance_by, of a LLaVA JSON: every category gives the same number of samples, drawn
+reproducibly from the seed, with their bytes; bad requests fail with the fix."""
 
+import importlib.util
 import json
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +14,7 @@ from sinktrain.data.scenes import demo_samples
 from sinktrain.data.shards import write_shards
 from sinktrain.errors import SinkTrainError
 
+ROOT = Path(__file__).resolve().parents[2]
 SIZES = {"local": 9, "global": 6, "mixed": 4}
 
 
@@ -54,3 +58,58 @@ def test_bad_requests(shards, tmp_path):
         write_balanced(shards, "difficulty", None, 0, tmp_path / "x", 1)
     with pytest.raises(SinkTrainError, match=r"--per_category 5: the smallest category has 4 samples \(global 6, local 9, mixed 4\)"):
         write_balanced(shards, "task", 5, 0, tmp_path / "y", 1)
+
+
+# -- tools/make_shards.py --balance_by: the stratified draw from a LLaVA JSON ----------------------
+
+
+def make_shards_tool():
+    spec = importlib.util.spec_from_file_location("make_shards_tool", ROOT / "tools" / "make_shards.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def llava_dir(tmp_path_factory):
+    """A LLaVA JSON of 15 image records in three categories (ocr 4, math 6, count 5) and their images."""
+    root = tmp_path_factory.mktemp("llava")
+    (root / "images").mkdir()
+    pngs = [png for _, png in demo_samples(60, seed=4) if png is not None]
+    records = []
+    for index, category in enumerate(["ocr"] * 4 + ["math"] * 6 + ["count"] * 5):
+        (root / "images" / f"{index}.png").write_bytes(pngs[index])
+        records.append({"id": f"r{index:02d}", "image": f"{index}.png", "category": category,
+                        "conversations": [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "this"}]})
+    (root / "data.json").write_text(json.dumps(records))
+    return root
+
+
+def drawn(tool, llava_dir, out, *flags) -> list[str]:
+    argv = ["--json", str(llava_dir / "data.json"), "--image_folder", str(llava_dir / "images"), "--out", str(out / "%06d.tar"), *flags]
+    assert tool.main(argv) == 0
+    return [key for path in sorted(out.iterdir()) for key, _ in shard_samples(str(path))]
+
+
+def test_make_shards_draws_the_same_number_per_category_from_the_seed(llava_dir, tmp_path, capsys):
+    tool = make_shards_tool()
+    first = drawn(tool, llava_dir, tmp_path / "a", "--balance_by", "category", "--per_category", "3", "--seed", "1")
+    assert "per category: count 3, math 3, ocr 3" in capsys.readouterr().out
+    ids = [json.loads(fields["json"])["category"] for path in sorted((tmp_path / "a").iterdir()) for _, fields in shard_samples(str(path))]
+    assert sorted(ids) == ["count"] * 3 + ["math"] * 3 + ["ocr"] * 3 and ids != sorted(ids)  # shuffled, not grouped
+    assert drawn(tool, llava_dir, tmp_path / "b", "--balance_by", "category", "--per_category", "3", "--seed", "1") == first
+    assert drawn(tool, llava_dir, tmp_path / "c", "--balance_by", "category", "--per_category", "3", "--seed", "2") != first
+    assert len(drawn(tool, llava_dir, tmp_path / "d", "--balance_by", "category")) == 12  # the smallest category's 4 each
+
+
+def test_make_shards_balance_errors(llava_dir, tmp_path, capsys):
+    tool = make_shards_tool()
+    common = ["--json", str(llava_dir / "data.json"), "--image_folder", str(llava_dir / "images"), "--out", str(tmp_path / "x" / "%06d.tar")]
+    assert tool.main([*common, "--balance_by", "source"]) == 1
+    assert "record r00 of" in capsys.readouterr().err
+    assert tool.main([*common, "--balance_by", "category", "--per_category", "5"]) == 1
+    assert "the smallest category has 4 samples (count 5, math 6, ocr 4)" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(SystemExit):
+        tool.main([*common, "--per_category", "3"])
+    assert "--per_category needs --balance_by" in capsys.readouterr().err
