@@ -67,35 +67,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
-
+from sinktrain.bench.cli import add_model_flags, add_run_flags, start  # noqa: E402
 from sinktrain.bench.overhead import FAMILIES, run  # noqa: E402
-from sinktrain.bench.timing import pin_allocator  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--family", default="llava", choices=sorted(FAMILIES), help="model family (default llava)")
-    parser.add_argument("--hidden", type=int, default=1024, help="LLM hidden size")
-    parser.add_argument("--layers", type=int, default=8, help="LLM decoder layers")
-    parser.add_argument("--heads", type=int, default=None, help="LLM attention heads (default: llava 16, qwen2_vl hidden / 128)")
-    parser.add_argument("--kv_heads", type=int, default=None, help="LLM KV heads (default: llava = heads, qwen2_vl ~ heads / 7)")
-    parser.add_argument("--intermediate", type=int, default=None, help="LLM MLP size (default: llava 2.75 x hidden, qwen2_vl 18944/3584 x hidden)")
-    parser.add_argument("--vocab", type=int, default=32000, help="LLM vocabulary (at least the tokenizer's)")
-    parser.add_argument("--visual_tokens", type=int, default=576, help="slots per image (llava: a square, 576 = 24 x 24 -> 336 px)")
-    parser.add_argument("--text_tokens", type=int, default=64, help="text tokens per sample, chat template included (at least the template's)")
-    parser.add_argument("--batch", type=int, default=1, help="samples per batch (qwen2_vl: image aspect ratios differ per sample)")
+    add_model_flags(parser, FAMILIES)
     parser.add_argument("--gate_layers", default="1,2,3,5,6", help="LSG gated layers; those beyond --layers are dropped")
     parser.add_argument("--groups", type=int, default=2)
     parser.add_argument("--dual_mlp_llm", action="store_true", help="DualMLP step also trains the LLM (DIYSink stage 2; slower)")
     parser.add_argument("--new_tokens", type=int, default=32, help="decode tokens timed per generate")
-    parser.add_argument("--repeats", type=int, default=6, help="timed rounds (median reported)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (the first checks neutral gates)")
-    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
-    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default 0: leave torch's default)")
-    parser.add_argument("--default_allocator", action="store_true", help="leave glibc's malloc settings alone (noisier)")
-    parser.add_argument("--json", default=None, help="write the numbers to this JSON file")
+    add_run_flags(parser, "untimed rounds first (the first checks neutral gates)")
     args = parser.parse_args(argv)
     if args.text_tokens < 1 or args.visual_tokens < 1 or args.batch < 1 or args.new_tokens < 1 or args.repeats < 1:
         parser.error("--text_tokens, --visual_tokens, --batch, --new_tokens and --repeats must be positive")
@@ -110,10 +93,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    args.pinned_allocator = False if args.default_allocator else pin_allocator()
-    transformers.logging.set_verbosity_error()
+    start(args)
     return run(args)
 
 

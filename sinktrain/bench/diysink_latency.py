@@ -29,7 +29,7 @@ from transformers import BertConfig, BertModel, BertTokenizer
 
 from sinktrain.bench.inputs import as_prompts, pick_tau, synthetic_samples
 from sinktrain.bench.overhead import FAMILIES, SEED, SINK_DIM, SINKS_PER_IMAGE, bench_profile, module_at
-from sinktrain.bench.report import environment, write_report
+from sinktrain.bench.report import report_head, write_report
 from sinktrain.bench.timing import LEGEND, Clock, Comparison, print_table, time_generate
 from sinktrain.data.encode import first_question
 from sinktrain.data.images import concat_vision
@@ -215,10 +215,7 @@ def run(args) -> int:
     )
     if args.json:
         report = {
-            "family": args.family,
-            "config": {key: value for key, value in vars(args).items() if key != "json"},
-            "environment": environment(load_before, load_after),
-            "parameters": parameters,
+            **report_head(args, load_before, load_after, parameters),
             "prompt_length": bench.prompt["input_ids"].shape[1],
             "slots_per_image": bench.slots,
             "tau_v": bench.tau,

@@ -25,7 +25,7 @@ import torch
 from sinktrain.backbones.profiles import SinkProfile
 from sinktrain.bench import llava, qwen2_vl
 from sinktrain.bench.inputs import build_inputs, pick_tau
-from sinktrain.bench.report import environment, write_report
+from sinktrain.bench.report import report_head, write_report
 from sinktrain.bench.timing import LEGEND, Comparison, print_table, time_call, time_generate
 from sinktrain.diysink.attach import attach_dual_mlp
 from sinktrain.lsg.gating import LayerGating
@@ -208,10 +208,7 @@ def run(args) -> int:
     )
     if args.json:
         report = {
-            "family": args.family,
-            "config": {key: value for key, value in vars(args).items() if key != "json"},
-            "environment": environment(load_before, load_after),
-            "parameters": parameters,
+            **report_head(args, load_before, load_after, parameters),
             "sequence_length": batch.input_ids.shape[1],
             "prompt_length": bench.prompt["input_ids"].shape[1],
             "slots_per_image": bench.slots,

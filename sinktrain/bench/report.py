@@ -23,6 +23,16 @@ def environment(load_before: tuple[float, ...], load_after: tuple[float, ...]) -
     }
 
 
+def report_head(args, load_before: tuple[float, ...], load_after: tuple[float, ...], parameters: int) -> dict:
+    """What every benchmark report starts with: the family, the flags, the machine, the model size."""
+    return {
+        "family": args.family,
+        "config": {key: value for key, value in vars(args).items() if key != "json"},
+        "environment": environment(load_before, load_after),
+        "parameters": parameters,
+    }
+
+
 def write_report(path: str, report: dict) -> None:
     Path(path).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {path}")
