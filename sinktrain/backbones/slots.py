@@ -219,6 +219,11 @@ class SlotTracker:
 
     def _keep_hidden(self, args, kwargs, embeds):
         """A decoding step after a masked prefill: its attention mask hides the same slots."""
+        if self.selector is not None and not self.select_by_mask:
+            raise SinkTrainError(
+                "this slot selection removes slots from the sequence, which a KV cache cannot follow; generate() with "
+                "selecting_slots(..., by_mask=True) (or use_cache=False)"
+            )
         if self.hidden is None or embeds is None:
             return None
         cache = kwargs.get("cache", kwargs.get("past_key_values"))

@@ -108,4 +108,4 @@ def evaluate(
     predictions = [Prediction(s.key, s.category, s.answer, t, d) for s, t, d in zip(samples, texts, details)]
     count = max(len(samples), 1)
     timing = {"seconds_per_sample": clock["total"] / count, "method_seconds_per_sample": clock["method"] / count}
-    return Results(predictions, ratios, method.name, timing, method.summary())
+    return Results(predictions, ratios, method.name, timing, method.summary(), method.loaded)

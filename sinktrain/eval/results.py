@@ -51,6 +51,7 @@ class Results:
     method: str = "stock"
     timing: dict[str, float] = field(default_factory=dict)  # seconds_per_sample, method_seconds_per_sample
     summary: dict = field(default_factory=dict)  # method-wide facts (CoT: routes, unmatched)
+    setup: dict = field(default_factory=dict)  # what the method was built from (checkpoint, ReW dir, CoT prompts)
 
     @property
     def categories(self) -> list[str]:
@@ -83,6 +84,7 @@ class Results:
             "per_category": self.per_category(),
             "timing": self.timing,
             **({"method_summary": self.summary} if self.summary else {}),
+            **({"method_setup": self.setup} if self.setup else {}),
             "predictions": [{k: v for k, v in vars(p).items() if v is not None} | {"correct": p.correct} for p in self.predictions],
         }
         if with_r_sink and self.r_sink:

@@ -12,6 +12,7 @@ import torch
 
 from sinktrain.backbones.slot_select import SELECTIONS, selecting_slots
 from sinktrain.data.eval_set import EvalSample
+from sinktrain.errors import SinkTrainError
 from sinktrain.eval.generate import prompt_inputs
 
 from families import capture_llm_inputs, with_images
@@ -72,3 +73,9 @@ def test_cached_generation_equals_compacting_every_forward(stock, prompts, part)
         stock_logits = stock.model(**prompts).logits[:, -1]
     torch.testing.assert_close(hidden_logits, compact_logits, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(hidden_logits, stock_logits, atol=1e-3)  # the selection does change the answer
+
+
+def test_a_removing_selection_refuses_cached_decoding(stock, prompts):
+    with pytest.raises(SinkTrainError, match="a KV cache cannot follow"):
+        generate(stock, prompts, "sink", by_mask=False, use_cache=True)
+    assert stock.slots.selector is None

@@ -110,6 +110,8 @@ def test_the_tool_routes_a_diysink_run_and_writes_decisions(model_path, eval_dir
     assert set(result["timing"]) == {"seconds_per_sample", "method_seconds_per_sample"}
     assert sum(result["method_summary"]["routes"].values()) == 12
     assert all("route" in p["details"] for p in result["predictions"])
+    setup = result["method_setup"]
+    assert setup["diysink_checkpoint"] == str(diysink_checkpoint) and set(setup["cot_prompts"]) == {"image", "query"}
 
 
 def test_method_flag_errors():
