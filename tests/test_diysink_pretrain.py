@@ -5,6 +5,7 @@ projector leaves the other as it started; the recipe's own checks refuse what wo
 two projectors and data without images. 2-rank ZeRO-3 runs with resume on Qwen2-VL and
 DeepSeek-VL-Hybrid, feeding stage 2: tests/test_recipes_families.py."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,17 +24,23 @@ ROOT = Path(__file__).resolve().parents[1]
 STEPS = ["--max_steps", "4", "--per_device_batch_size", "4", "--num_workers", "1", "--save_every", "4", "--shuffle_buffer", "16"]
 
 
-def pretrain(output_dir: Path, *flags: str) -> dict[str, torch.Tensor]:
+def pretrain(output_dir: Path, *flags: str) -> subprocess.Popen:
+    """A stage-1 run on one torch thread (the three runs compared bitwise must share their arithmetic)."""
     command = [sys.executable, str(ROOT / "recipes" / "diysink_pretrain.py"), *STEPS, "--output_dir", str(output_dir), *flags]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return load_file(str(output_dir / "connector.safetensors"))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """The three runs side by side (each is mostly start-up on one thread)."""
     root = tmp_path_factory.mktemp("pretrain")
-    return {connector: pretrain(root / connector, "--connector", connector) for connector in ("both", "sink", "non")}
+    demo.ensure_demo_model(), demo.demo_caption_pattern()  # built here once, not by three runs at a time
+    started = {connector: pretrain(root / connector, "--connector", connector) for connector in ("both", "sink", "non")}
+    for connector, process in started.items():
+        output, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, output[-3000:]
+    return {connector: load_file(str(root / connector / "connector.safetensors")) for connector in started}
 
 
 def projector(state: dict, part: str) -> dict:

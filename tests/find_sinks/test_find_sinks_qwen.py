@@ -163,16 +163,3 @@ def test_tau_l_classifies_the_planted_l_sinks(tool_runs, truth, name):
             assert not (must & ~found).any() and not (found & ~may).any(), layer
     per_layer = profile.stats["llm"]["l_sinks_per_layer"]
     assert must.sum().item() / IMAGES * 0.999 <= per_layer[2] <= may.sum().item() / IMAGES * 1.001  # 4 digits
-
-
-# -- the profile drives a recipe -----------------------------------------------------------------
-
-
-def test_profile_drives_diysink_on_qwen2_vl(tool_runs, tmp_path):
-    out, _ = tool_runs("qwen2_vl")
-    log = run(
-        sys.executable, str(ROOT / "recipes" / "diysink_finetune.py"), "--model", "demo:qwen2_vl", "--sink_profile", str(out),
-        "--max_steps", "2", "--num_workers", "1", "--per_device_batch_size", "4", "--shuffle_buffer", "16",
-        "--output_dir", str(tmp_path / "run"),
-    )
-    assert "step 2/2" in log
