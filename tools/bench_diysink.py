@@ -66,9 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    start(args)
-    return run(args)
+    return run(start(parse_args(argv)))
 
 
 if __name__ == "__main__":

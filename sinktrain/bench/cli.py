@@ -34,10 +34,11 @@ def add_run_flags(parser: argparse.ArgumentParser, warmup_help: str = "untimed r
     parser.add_argument("--json", default=None, help="write the numbers to this JSON file")
 
 
-def start(args: argparse.Namespace) -> None:
+def start(args: argparse.Namespace) -> argparse.Namespace:
     """Threads, the pinned allocator (unless --default_allocator) and a quiet console, before any model is built."""
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     args.pinned_allocator = False if args.default_allocator else pin_allocator()
     transformers.logging.set_verbosity_error()
     quiet_third_party()
+    return args

@@ -31,6 +31,7 @@ import torch
 
 from sinktrain.backbones.slot_select import SELECTIONS, selecting_slots
 from sinktrain.data.chat.conversation import IMAGE_PLACEHOLDER
+from sinktrain.data.encode import first_question
 from sinktrain.data.eval_set import EvalSample
 from sinktrain.errors import SinkTrainError
 
@@ -121,10 +122,6 @@ def decide(image_answer: str, query_answer: str, prompts: CotPrompts) -> Decisio
     return Decision(ROUTES.get((image, query), "both"), image, query, image_answer, query_answer)
 
 
-def question_text(sample: EvalSample) -> str:
-    return sample.question[0]["value"].replace(IMAGE_PLACEHOLDER, "").strip()
-
-
 def asking(sample: EvalSample, question: str) -> EvalSample:
     """The sample with its question replaced by ``question`` (its images kept, placeholders first)."""
     placeholders = (IMAGE_PLACEHOLDER + "\n") * len(sample.images)
@@ -146,12 +143,17 @@ class CotRouter:
 
     def decide(self, samples: list[EvalSample]) -> list[Decision]:
         with_images = [s for s in samples if s.images]
-        image_answers = iter(self.ask([asking(s, self.prompts.image_question) for s in with_images]) if with_images else [])
-        query_prompt = self.prompts.query_question
-        query_answers = iter(self.ask([asking(s, query_prompt.replace("{question}", question_text(s))) for s in with_images]) if with_images else [])
-        decisions = [decide(next(image_answers), next(query_answers), self.prompts) if s.images else Decision("both", reason="text-only") for s in samples]
+        routed = iter(self._route(with_images) if with_images else [])
+        decisions = [next(routed) if s.images else Decision("both", reason="text-only") for s in samples]
         self.unmatched += sum(d.reason == "unmatched" for d in decisions)
         return decisions
+
+    def _route(self, samples: list[EvalSample]) -> list[Decision]:
+        """The two answers of every sample (each question asked of the whole batch at once), decided."""
+        query = self.prompts.query_question
+        image_answers = self.ask([asking(s, self.prompts.image_question) for s in samples])
+        query_answers = self.ask([asking(s, query.replace("{question}", first_question(s.question))) for s in samples])
+        return [decide(image, question, self.prompts) for image, question in zip(image_answers, query_answers)]
 
     @contextmanager
     def selecting(self, decisions: list[Decision]):
@@ -161,8 +163,8 @@ class CotRouter:
         def keep(state) -> torch.Tensor:
             if len(routes) != state.visual.shape[0]:
                 raise SinkTrainError(f"CoT routing decided {len(routes)} samples, the forward has {state.visual.shape[0]} rows")
-            rows = [SELECTIONS[r](state)[i] if r in SELECTIONS else torch.ones_like(state.visual[i]) for i, r in enumerate(routes)]
-            return torch.stack(rows)
+            masks = {route: SELECTIONS[route](state) for route in set(routes) & set(SELECTIONS)}  # each selection once
+            return torch.stack([masks[r][i] if r in masks else torch.ones_like(state.visual[i]) for i, r in enumerate(routes)])
 
         if all(route == "both" for route in routes):  # every slot stays: no mask to build at each step
             yield
