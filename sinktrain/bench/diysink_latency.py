@@ -88,7 +88,8 @@ class DiySinkBench:
                                    {}, keys={"generate": "cot_generate", "total": "cot_total"})
 
     def _dual_mlp_models(self, workdir: Path):
-        """Two DualMLP backbones of one random model (same weights), V-sinks ~2 per benchmark image."""
+        """Two DualMLP backbones of one random model (same weights), V-sinks ~2 per benchmark image;
+        sets the benchmark's samples, their slots and the tau chosen on them along the way."""
         family, backbone_class = self.family, self.family.BACKBONE
         torch.manual_seed(SEED)
         model, processor = family.build(self.args, workdir)
@@ -96,11 +97,12 @@ class DiySinkBench:
         copied = copy.deepcopy(model)  # before any backbone hooks the model
         plain = backbone_class(model, processor, bench_profile(family, config, float("inf")))  # tau: below, from the images
         weighted = backbone_class(copied, processor, bench_profile(family, config, float("inf")))
-        self.samples = as_prompts(synthetic_samples(plain, family, self.args, torch.Generator().manual_seed(SEED)))
-        images = [plain.image_inputs(list(s.images)) for s in self.samples]
-        self.slots = [n for _, slots in images for n in slots]
+        synthetic = synthetic_samples(plain, family, self.args, torch.Generator().manual_seed(SEED))
+        self.samples = as_prompts(synthetic)
+        self.slots = [n for _, _, slots in synthetic for n in slots]
+        vision = concat_vision([plain.image_inputs([image])[0] for _, image, _ in synthetic])
         self.tau = pick_tau(model, module_at(model, backbone_class.connector_path), plain.connector_group,
-                            concat_vision([vision for vision, _ in images]), len(self.slots), SINK_DIM, SINKS_PER_IMAGE)
+                            vision, len(self.slots), SINK_DIM, SINKS_PER_IMAGE)
         profile = bench_profile(family, config, self.tau)
         backbone_class.check_profile(config, profile)
         for backbone in (plain, weighted):
