@@ -1,6 +1,14 @@
-"""Exact-match accuracy of a model on an eval set, overall and per task category, for every method.
+"""A model's score on a benchmark (its own metric) or its exact-match accuracy on an eval set, for every method.
 
-Stock model, with LSG gates, or a DIYSink method (defaults: the trained demo LLaVA, demo eval set):
+On the papers' benchmarks (sinktrain.benchmarks: mmstar, cvbench, pope, mme, scienceqa_img, mmmu,
+ocrbench, mathvista), loaded with `datasets` from the Hub or a local copy, split over ranks
+under torchrun / deepspeed; writes NAME.json, NAME.md and NAME.predictions.jsonl with --out NAME.json:
+
+    python tools/evaluate.py --model llava-hf/llava-1.5-7b-hf --benchmark mmstar --out results/mmstar.json
+    torchrun --nproc_per_node 8 tools/evaluate.py --model ... --benchmark pope --benchmark_path /data/POPE --gates runs/lsg/gates
+
+On an eval set of shards (defaults: the trained demo LLaVA, the demo eval set), for the stock model,
+with LSG gates, or a DIYSink method:
 
     python tools/evaluate.py --limit 100 --out results.json
     python tools/evaluate.py --gates runs/lsg-l2/gates --report_r_sink --out gated.json
@@ -29,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from sinktrain.benchmarks.cli import add_benchmark_flags, check_benchmark_flags, run_from_flags  # noqa: E402
 from sinktrain.errors import SinkTrainError  # noqa: E402
 from sinktrain.eval.setup import add_eval_flags, eval_kwargs, load_eval_backbone, load_eval_samples, place  # noqa: E402
 from sinktrain.eval import evaluate  # noqa: E402
@@ -39,6 +48,7 @@ from sinktrain.recipe import main_guard  # noqa: E402
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_eval_flags(parser)
+    add_benchmark_flags(parser)
     method = parser.add_argument_group("method (default: the stock model)")
     method.add_argument("--method", choices=METHODS, default=None, help="default: diysink with --diysink_checkpoint, else stock")
     method.add_argument("--gates", default=None, help="LSG gate checkpoint directory (recipes/lsg_train.py or tools/stack_gates.py)")
@@ -48,8 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     method.add_argument("--sentence_encoder", default=None, help="diysink_rew: override the encoder rew.json names (e.g. a local copy)")
     method.add_argument("--cot_prompts", default=None, help="diysink_cot: a JSON file of routing prompts (sinktrain.diysink.cot.DEFAULT_PROMPTS)")
     parser.add_argument("--report_r_sink", action="store_true", help="r_sink mean/std per gated layer and category (needs --gates)")
-    parser.add_argument("--out", default=None, help="write results (accuracies, predictions, r_sink) as JSON here")
+    parser.add_argument("--out", default=None, help="write results (accuracies, predictions, r_sink) as JSON here (a benchmark adds .md and .predictions.jsonl)")
     args = parser.parse_args(argv)
+    check_benchmark_flags(args)
     check_method(args)
     return args
 
@@ -82,6 +93,9 @@ def attach_method(backbone, args: argparse.Namespace):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.benchmark:
+        run_from_flags(args, load_eval_backbone, attach_method)
+        return
     backbone = load_eval_backbone(args)
     method, gating = attach_method(backbone, args)
     results = evaluate(backbone, load_eval_samples(args), gating, method=method, progress=True, **eval_kwargs(args))

@@ -20,6 +20,7 @@ and the part of it the method's preparation took, are reported with the accuracy
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
@@ -69,6 +70,69 @@ def batches(samples: list[EvalSample], batch_size: int) -> list[list[int]]:
     return [group[start:start + batch_size] for group in groups for start in range(0, len(group), batch_size)]
 
 
+@dataclass
+class Answers:
+    """Generated texts (None where another rank generated), per-sample method details, r_sink per
+    gated layer (None where not generated here) and the time spent, in seconds."""
+
+    texts: list[str | None]
+    details: list[dict | None]
+    r_sink: dict[int, list[float | None]] = field(default_factory=dict)
+    clock: dict[str, float] = field(default_factory=lambda: {"method": 0.0, "total": 0.0})
+
+
+def generate_answers(
+    backbone: Backbone,
+    samples: list[EvalSample],
+    gating=None,
+    batch_size: int = 16,
+    max_new_tokens: int = 8,
+    template: str | None = None,
+    method: EvalMethod | None = None,
+    progress: bool = False,
+    share: tuple[int, int] = (0, 1),
+) -> Answers:
+    """Greedy answers to the samples' first questions, for the batches ``share`` = (rank, world)
+    owns: the batches are formed over all samples first, so every sample is generated in exactly
+    the batch (same rows, same padding) it would be in on one rank."""
+    template = backbone.check_template(template)
+    method = method or EvalMethod("stock")
+    rank, world = share
+    mine = batches(samples, batch_size)[rank::world]
+    answers = Answers([None] * len(samples), [None] * len(samples))
+    backbone.model.eval()
+    bar = tqdm(total=sum(map(len, mine)), desc="generating", unit="sample", disable=not progress)
+    for indices in mine:
+        generate_into(answers, backbone, samples, indices, gating, method, template, max_new_tokens)
+        bar.update(len(indices))
+    bar.close()
+    return answers
+
+
+def generate_into(answers: Answers, backbone, samples, indices, gating, method, template, max_new_tokens) -> None:
+    if gating is not None:
+        gating.last_ratios.clear()  # it holds the last forward's r; only this batch's prefill may count
+    batch = [samples[i] for i in indices]
+    start = time.perf_counter()
+    context, batch_details = method.prepare(batch)
+    prepared = time.perf_counter()
+    with context:
+        batch_texts = generate_batch(backbone, batch, template, max_new_tokens)
+    answers.clock["method"] += prepared - start
+    answers.clock["total"] += time.perf_counter() - start
+    for i, text, detail in zip(indices, batch_texts, batch_details or [None] * len(indices)):
+        answers.texts[i], answers.details[i] = text, detail
+    for layer, r in (gating.last_ratios.items() if gating is not None else ()):
+        slots = answers.r_sink.setdefault(layer, [None] * len(samples))
+        for i, value in zip(indices, r[:, 0].tolist()):  # r[:, 0] is r_sink
+            slots[i] = value
+
+
+def timing(clock: dict[str, float], samples: int) -> dict[str, float]:
+    count = max(samples, 1)
+    return {"seconds_per_sample": clock["total"] / count, "method_seconds_per_sample": clock["method"] / count}
+
+
 def evaluate(
     backbone: Backbone,
     samples: list[EvalSample],
@@ -81,31 +145,7 @@ def evaluate(
 ) -> Results:
     """Greedy answers to every sample's first question, scored by exact match; ``method``
     (sinktrain.eval.methods) prepares each batch, and its preparation time is kept apart."""
-    template = backbone.check_template(template)
     method = method or EvalMethod("stock")
-    texts: list[str | None] = [None] * len(samples)
-    details: list[dict | None] = [None] * len(samples)
-    ratios: dict[int, list[float | None]] = {}
-    clock = {"method": 0.0, "total": 0.0}
-    backbone.model.eval()
-    for indices in tqdm(batches(samples, batch_size), desc="evaluating", unit="batch", disable=not progress):
-        if gating is not None:
-            gating.last_ratios.clear()  # it holds the last forward's r; only this batch's prefill may count
-        batch = [samples[i] for i in indices]
-        start = time.perf_counter()
-        context, batch_details = method.prepare(batch)
-        prepared = time.perf_counter()
-        with context:
-            batch_texts = generate_batch(backbone, batch, template, max_new_tokens)
-        clock["method"] += prepared - start
-        clock["total"] += time.perf_counter() - start
-        for i, text, detail in zip(indices, batch_texts, batch_details or [None] * len(indices)):
-            texts[i], details[i] = text, detail
-        for layer, r in (gating.last_ratios.items() if gating is not None else ()):
-            slots = ratios.setdefault(layer, [None] * len(samples))
-            for i, value in zip(indices, r[:, 0].tolist()):  # r[:, 0] is r_sink
-                slots[i] = value
-    predictions = [Prediction(s.key, s.category, s.answer, t, d) for s, t, d in zip(samples, texts, details)]
-    count = max(len(samples), 1)
-    timing = {"seconds_per_sample": clock["total"] / count, "method_seconds_per_sample": clock["method"] / count}
-    return Results(predictions, ratios, method.name, timing, method.summary(), method.loaded)
+    answers = generate_answers(backbone, samples, gating, batch_size, max_new_tokens, template, method, progress)
+    predictions = [Prediction(s.key, s.category, s.answer, t, d) for s, t, d in zip(samples, answers.texts, answers.details)]
+    return Results(predictions, answers.r_sink, method.name, timing(answers.clock, len(samples)), method.summary(), method.loaded)

@@ -20,6 +20,7 @@ from sinktrain.data.eval_set import EvalSample, read_eval_set
 from sinktrain.data.chat import FORMATS
 from sinktrain.errors import SinkTrainError
 
+EVAL_SET_TOKENS = 8
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -33,14 +34,14 @@ def add_eval_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--min_pixels", type=int, default=None, help="Qwen-VL: resize images to at least this many pixels")
     group.add_argument("--max_pixels", type=int, default=None, help="Qwen-VL: resize images to at most this many pixels")
     group.add_argument("--batch_size", type=int, default=16)
-    group.add_argument("--max_new_tokens", type=int, default=8, help="greedy tokens per answer (captions need ~16)")
+    group.add_argument("--max_new_tokens", type=int, default=None, help=f"greedy tokens per answer; default {EVAL_SET_TOKENS} on an eval set (captions need ~16), a benchmark's own on a benchmark")
     group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     group.add_argument("--precision", choices=sorted(PRECISIONS), default=None, help="default: bf16 on GPU, fp32 on CPU")
 
 
 def check_eval_flags(args: argparse.Namespace) -> None:
     for name in ("batch_size", "max_new_tokens"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise SinkTrainError(f"--{name} {getattr(args, name)}: pass a positive number")
 
 
@@ -72,4 +73,4 @@ def load_eval_samples(args: argparse.Namespace) -> list[EvalSample]:
 
 def eval_kwargs(args: argparse.Namespace) -> dict:
     """The keyword arguments of sinktrain.eval.evaluate that these flags set."""
-    return {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "template": args.template}
+    return {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens or EVAL_SET_TOKENS, "template": args.template}
