@@ -22,7 +22,7 @@ SHORT_ANSWER = "Answer the question using a single word or phrase."
 
 @dataclass(frozen=True)
 class Item:
-    key: str  # unique within the benchmark (its index / question id column)
+    key: str  # its id column's value; "" when the dataset has none (the runner uses the row's position)
     text: str  # the benchmark's prompt text, without image markers
     images: Sequence[Image.Image]  # in the order the prompt shows them (LazyImages: decoded when batched)
     gold: Any  # the reference answer, as the benchmark stores it
@@ -50,6 +50,7 @@ class Benchmark:
     split: str = "test"
     columns: tuple[str, ...] = ()  # required columns (the public dataset's names)
     image_columns: tuple[str, ...] = ("image",)  # decoded only when a batch needs them
+    keys_repeat: bool = False  # rows share an id (MME: an image's two questions): numbered "id#1", "id#2"
     max_new_tokens: int = 32  # enough for the answers the prompt asks for; --max_new_tokens overrides
     reference: str = ""  # whose prompt and scoring rule this follows
 

@@ -14,6 +14,7 @@ Every required column is checked before anything is generated.
 from __future__ import annotations
 
 import glob
+import hashlib
 from pathlib import Path
 
 from sinktrain.benchmarks.base import Benchmark
@@ -35,17 +36,18 @@ def read_split(bench: Benchmark, path: str | None, split: str):
     datasets.disable_progress_bars()  # "Generating test split" bars for every load would bury the evaluation's own
     source = path or bench.hub_id
     try:
-        if path and is_parquet(path):
-            return datasets.load_dataset("parquet", data_files=sorted(glob.glob(path)) or path, split="train")
-        if path and Path(path, "dataset_dict.json").exists() or path and Path(path, "state.json").exists():
+        if path and (Path(path, "dataset_dict.json").exists() or Path(path, "state.json").exists()):
             return one_split(datasets.load_from_disk(path), split, source)
+        cache = {"cache_dir": local_cache_dir(path)} if path and (is_parquet(path) or Path(path).is_dir()) else {}
+        if path and is_parquet(path):
+            return datasets.load_dataset("parquet", data_files=sorted(glob.glob(path)) or path, split="train", **cache)
         config = config_for(bench, path)
         try:
-            return datasets.load_dataset(source, config, split=split)
+            return datasets.load_dataset(source, config, split=split, **cache)
         except ValueError as err:
             if "split" not in str(err).lower():
                 raise
-            return one_split(datasets.load_dataset(source, config), split, source)
+            return one_split(datasets.load_dataset(source, config, **cache), split, source)
     except SinkTrainError:
         raise
     except Exception as err:  # datasets raises many kinds (offline, not found, bad files); all mean "cannot read it"
@@ -53,6 +55,19 @@ def read_split(bench: Benchmark, path: str | None, split: str):
             f"cannot load {bench.name} from {source!r} ({type(err).__name__}: {err}); pass --benchmark_path with a local "
             f"copy (huggingface-cli download {bench.hub_id} --repo-type dataset --local-dir DIR) or parquet files in its schema"
         ) from err
+
+
+def local_cache_dir(path: str) -> str:
+    """A datasets cache of this local copy alone. datasets keys a local folder's cache by its name
+    and file layout only, so a second copy with the same name elsewhere (or a copy rewritten in
+    place) would be read from the first one's cache; this key adds the absolute path and every
+    file's size and modification time."""
+    import datasets
+
+    files = sorted(Path(path).rglob("*")) if Path(path).is_dir() else sorted(Path(p) for p in glob.glob(path))
+    stamp = [str(Path(path).resolve())] + [f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file()]
+    digest = hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:16]
+    return str(Path(datasets.config.HF_DATASETS_CACHE) / "sinktrain-local" / digest)
 
 
 def is_parquet(path: str) -> bool:
@@ -69,6 +84,8 @@ def config_for(bench: Benchmark, path: str | None) -> str | None:
 
 
 def one_split(splits, split: str, source: str):
+    if not hasattr(splits, "keys"):  # a single saved Dataset
+        return splits
     if split in splits:
         return splits[split]
     if len(splits) == 1:

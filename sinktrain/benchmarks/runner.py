@@ -10,7 +10,7 @@ exactly. Generation is the evaluation path every method already uses (``--method
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sinktrain.benchmarks.base import Benchmark, Item, Judged, LazyImages, Scores
 from sinktrain.benchmarks.ranks import gather
@@ -41,11 +41,23 @@ def build_items(bench: Benchmark, rows) -> list[Item]:
     image_rows = rows.select_columns(list(bench.image_columns))
     text_rows = rows.remove_columns(list(bench.image_columns))
     items = [bench.item(row, lambda *columns, i=index: LazyImages(image_rows, i, columns)) for index, row in enumerate(text_rows)]
+    items = [item if item.key else replace(item, key=str(index)) for index, item in enumerate(items)]
+    items = numbered(items) if bench.keys_repeat else items
     keys = [item.key for item in items]
     if len(set(keys)) != len(keys):
         duplicate = next(key for key in keys if keys.count(key) > 1)
         raise SinkTrainError(f"{bench.name}: two rows share the id {duplicate!r}; the data is not {bench.hub_id}'s (ids are unique there)")
     return items
+
+
+def numbered(items: list[Item]) -> list[Item]:
+    """Each key made unique by its order among the rows that share it: "id#1", "id#2"."""
+    seen: dict[str, int] = {}
+    out = []
+    for item in items:
+        seen[item.key] = seen.get(item.key, 0) + 1
+        out.append(replace(item, key=f"{item.key}#{seen[item.key]}"))
+    return out
 
 
 def as_sample(item: Item) -> EvalSample:
