@@ -55,6 +55,7 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     out = parser.add_argument_group("output")
     out.add_argument("--log_every", type=int, default=1, help="steps between progress lines")
     out.add_argument("--save_every", type=int, default=500, help="steps between checkpoints (a final one is always saved)")
+    out.add_argument("--save_every_epoch", action="store_true", help="a checkpoint at the end of every epoch instead of every --save_every steps (needs local shards)")
     out.add_argument("--keep_checkpoints", type=int, default=2, help="how many recent checkpoints to keep")
     out.add_argument("--export_model", action="store_true", help="also write the whole trained model, gathered, to {output_dir}/model/pytorch_model.bin")
     return parser

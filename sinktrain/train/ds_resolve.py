@@ -66,6 +66,7 @@ def resolve_ds_config(config: dict, run: RunSettings, explicit: set[str], world_
     res = _Resolution(copy.deepcopy(config), run, frozenset(explicit))
     _require_optimizer(res.config)
     _resolve_precision(res)
+    _derive_accum(res, world_size)
     for path, field in _FLAG_KEYS:
         res.fill(path, getattr(run, field), field)
     _resolve_global_batch(res.config, world_size)
@@ -105,6 +106,19 @@ def _resolve_precision(res: _Resolution) -> None:
     for mode in ("bf16", "fp16"):
         res.fill(f"{mode}.enabled", res.run.precision == mode, "precision")
     _precision_of(res.config)  # both enabled is an error whichever way it came about
+
+
+def _derive_accum(res: _Resolution, world_size: int) -> None:
+    """A config that fixes train_batch_size and leaves gradient_accumulation_steps "auto" gets
+    the accumulation that reaches it on this many ranks, as DeepSpeed itself derives it (the LSG
+    paper's global batch 128 on any GPU count); a --grad_accum the user set is checked instead."""
+    wanted, config = res.config.get("train_batch_size", AUTO), res.config
+    if wanted == AUTO or _get(config, "gradient_accumulation_steps", AUTO) != AUTO or "grad_accum" in res.explicit:
+        return
+    micro = _get(config, "train_micro_batch_size_per_gpu", AUTO)
+    micro = res.run.per_device_batch_size if micro == AUTO else micro
+    if isinstance(wanted, int) and isinstance(micro, int) and micro > 0 and wanted % (micro * world_size) == 0:
+        config["gradient_accumulation_steps"] = wanted // (micro * world_size)
 
 
 def _resolve_global_batch(config: dict, world_size: int) -> None:

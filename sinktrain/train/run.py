@@ -118,11 +118,14 @@ def resolve_config(args, output_dir: Path, hidden_size: int, world_size: int, sh
     raw = load_ds_config(args.ds_config)
     fields = {f.name for f in dataclasses.fields(RunSettings)}
     explicit = (set(args.explicit) & fields) | ({"max_steps"} if args.max_steps else set())
-    if args.max_steps is None:  # derive steps from epochs once the config's global batch is known
+    if args.max_steps is None or args.save_every_epoch:  # steps from epochs once the config's global batch is known
         probe_run = run_settings(args, output_dir, hidden_size, max_steps=1)
         probe = settings_from_config(resolve_ds_config(raw, probe_run, explicit, world_size), probe_run)
-        global_batch = probe.per_device_batch_size * probe.grad_accum * world_size
-        args.max_steps = max(1, math.ceil(args.num_epochs * count_samples(shards) / global_batch))
+        steps_per_epoch = count_samples(shards) / (probe.per_device_batch_size * probe.grad_accum * world_size)
+        if args.max_steps is None:
+            args.max_steps = max(1, math.ceil(args.num_epochs * steps_per_epoch))
+        if args.save_every_epoch:
+            args.save_every = max(1, math.ceil(steps_per_epoch))
     run = run_settings(args, output_dir, hidden_size, args.max_steps)
     config = resolve_ds_config(raw, run, explicit, world_size)
     return config, settings_from_config(config, run)

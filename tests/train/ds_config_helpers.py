@@ -9,7 +9,7 @@ from sinktrain.errors import SinkTrainError
 from sinktrain.train.ds_config import DS_CONFIG_DIR, RunSettings, load_ds_config, resolve_ds_config
 
 SCHEDULED = ["zero2.json", "zero3.json", "zero3_offload.json"]
-SHIPPED = SCHEDULED + ["zero3_constant_lr.json"]  # LSG paper: Adam, constant lr
+SHIPPED = SCHEDULED + ["lsg_paper.json"]  # LSG paper: Adam, constant lr, global batch 128
 
 
 def make_run(**changes) -> RunSettings:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ds_config_helpers import SCHEDULED, SHIPPED, error_of, make_run, zero2, zero3
+from sinktrain.errors import SinkTrainError
 from sinktrain.train.ds_config import DS_CONFIG_DIR, load_ds_config, resolve_ds_config, zero_stage
 
 
@@ -33,13 +34,20 @@ def test_shipped_config_resolves_and_deepspeed_accepts_it(name):
     assert parsed.scheduler_name == "WarmupCosineLR"
 
 
-def test_constant_lr_config_has_no_scheduler():
+def test_lsg_paper_config_has_a_constant_lr_and_a_global_batch_of_128_on_any_rank_count():
     from deepspeed.runtime.config import DeepSpeedConfig
 
-    resolved = resolve_ds_config(load_ds_config(DS_CONFIG_DIR / "zero3_constant_lr.json"), make_run(), set(), 1)
+    config = load_ds_config(DS_CONFIG_DIR / "lsg_paper.json")
+    resolved = resolve_ds_config(config, make_run(), set(), 1)
     assert "scheduler" not in resolved and "auto" not in json.dumps(resolved)
     parsed = DeepSpeedConfig(resolved)
     assert parsed.scheduler_name is None and parsed.zero_optimization_stage == 3
+    # accumulation derived as DeepSpeed does: 128 = 16 per device x accum x ranks
+    for world, accum in ((1, 8), (2, 4), (8, 1)):
+        resolved = resolve_ds_config(config, make_run(), set(), world)
+        assert (resolved["train_batch_size"], resolved["gradient_accumulation_steps"]) == (128, accum)
+    with pytest.raises(SinkTrainError, match="train_batch_size 128 needs micro 16 x accum 4 x 2 ranks"):
+        resolve_ds_config(config, make_run(grad_accum=2), {"grad_accum"}, 2)  # a --grad_accum the user set is checked
 
 
 @pytest.mark.parametrize("name", SCHEDULED)

@@ -106,11 +106,19 @@ def test_explicit_max_steps_against_a_concrete_total_is_an_error():
 def test_train_batch_size_mismatch_names_world_size_and_the_fix():
     config = zero2()
     config["train_batch_size"] = 128
-    message = error_of(resolve, config, world_size=2, per_device_batch_size=4, grad_accum=8)
+    message = error_of(resolve, config, explicit={"grad_accum"}, world_size=2, per_device_batch_size=4, grad_accum=8)
     assert "train_batch_size 128 needs micro 4 x accum 16 x 2 ranks = 128" in message
     assert "micro 4 x accum 8 x 2 ranks = 64" in message
     assert "--grad_accum 16" in message
     assert '"train_batch_size" to "auto"' in message
+
+
+def test_train_batch_size_with_auto_accum_derives_it_unless_grad_accum_is_set():
+    config = zero2()
+    config["train_batch_size"] = 128
+    assert resolve(config, world_size=2, per_device_batch_size=4, grad_accum=8)["gradient_accumulation_steps"] == 16
+    config["gradient_accumulation_steps"] = 8  # a concrete value is the file's own: checked, not replaced
+    assert "needs micro 4 x accum 16" in error_of(resolve, config, world_size=2, per_device_batch_size=4)
 
 
 def test_train_batch_size_that_no_accum_can_reach():
