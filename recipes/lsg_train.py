@@ -5,7 +5,7 @@ On a real model the default is the paper's main setting (LSG Sec. 4.1): one gate
 GPU count (ds_configs/lsg_paper.json), 2 epochs, a checkpoint at the end of each. The paper trains
 such a gate for every layer and stacks the best greedily: tools/lsg_layer_search.py runs the
 per-layer protocol, tools/stack_gates.py stacks. Several --layers train jointly in one run: the
-paper's joint multi-layer ablation, labelled so in the log and gates.json; not the greedy stack.
+paper's joint multi-layer ablation, labelled so in the log; not the greedy stack.
 The demo (no --model) gates layers 1,2,3 of the tiny LLaVA after a short finetune (gates act on a
 trained model); --model demo:qwen2_vl or demo:qwen2_5_vl for the other families' trained demos.
 3 groups (V-sinks / L-sinks / ordinary) with --groups 3:

@@ -1,18 +1,32 @@
 """Shared fixtures: a per-session sinktrain cache, the tiny demo LLaVA, a DeepSpeed launcher, the
-sinktrain logger's warnings, and a check that no test leaves DeepSpeed shared memory behind."""
+sinktrain logger's warnings, and a check that no test leaves DeepSpeed shared memory behind.
+Benchmark data is read from tiny local datasets only: the Hub is never asked (offline), and
+datasets' cache is a temporary directory removed after the session (set at import, before
+``datasets`` and ``huggingface_hub`` read their settings)."""
 
 import logging
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_CACHE"] = DATASETS_CACHE = tempfile.mkdtemp(prefix="sinktrain-hf-datasets-")
 
 import sinktrain.demo
 from sinktrain.train.distributed import SHM_DIR, SHM_PREFIX
 
 from console import check_quiet
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_datasets_cache():
+    yield
+    shutil.rmtree(DATASETS_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,6 +3,7 @@
     python recipes/lsg_train.py --layers 1 --output_dir runs/l1   # ... one run per layer
     python tools/stack_gates.py --gates runs/l1/gates runs/l2/gates runs/l3/gates --out runs/stack
     python tools/evaluate.py --gates runs/stack                    # the stacked gates, as usual
+    python tools/stack_gates.py --search runs/layer_search/search.json --top 5 --out runs/stack   # from the layer search
 
 Every input is evaluated alone, inputs are ordered by gain over the stock model, then added one
 at a time and the accumulated set is evaluated after each addition. --out DIR receives the
@@ -34,13 +35,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_eval_flags(parser)
     stack = parser.add_argument_group("stacking")
-    stack.add_argument("--gates", nargs="+", required=True, help="gate checkpoint dirs, one per layer (recipes/lsg_train.py --layers L)")
+    stack.add_argument("--gates", nargs="+", default=None, help="gate checkpoint dirs, one per layer (recipes/lsg_train.py --layers L)")
+    stack.add_argument("--search", default=None, help="instead of --gates: tools/lsg_layer_search.py's search.json; its layers with a positive gain, best first")
+    stack.add_argument("--epoch", type=int, default=1, help="with --search: whose epoch's gates")
+    stack.add_argument("--top", type=int, default=None, help="with --search: at most this many layers")
     stack.add_argument("--out", required=True, help="directory for the stacked gates, stacking.json and stacking.md")
     stack.add_argument("--keep", choices=KEEP, default="best", help="save the best stacked step, or every input")
     args = parser.parse_args(argv)
+    if (args.gates is None) == (args.search is None):
+        raise SinkTrainError("pass the gates to stack: --gates DIR ... or --search search.json (tools/lsg_layer_search.py)")
+    if args.search:
+        args.gates = gates_from_search(args.search, args.epoch, args.top)
     if (Path(args.out) / META).exists():
         raise SinkTrainError(f"--out {args.out} already holds a gate checkpoint; choose a new directory or delete it")
     return args
+
+
+def gates_from_search(path: str, epoch: int, top: int | None) -> list[str]:
+    """The gate checkpoints of the search's layers with a positive gain at ``epoch``, best first."""
+    table = json.loads(Path(path).read_text())
+    layers = table["ranked_layers"].get(str(epoch))
+    if layers is None:
+        raise SinkTrainError(f"--epoch {epoch}: {path} has epochs {', '.join(table['ranked_layers'])}")
+    if not layers:
+        raise SinkTrainError(f"no layer of {path} gains over the stock model at epoch {epoch}; there is nothing to stack")
+    return [table["layers"][str(layer)][str(epoch)]["gates"] for layer in layers[:top]]
 
 
 def main(argv=None) -> None:

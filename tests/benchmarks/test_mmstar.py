@@ -1,24 +1,13 @@
 """MMStar: the loader reads its public schema, the prompt is lmms-eval's, answers in every style
 are read, and accuracy per category / l2 category and lmms-eval's average match hand counts."""
 
-from datasets import Features, Image, Value
-
+from hub_data import MMSTAR_FEATURES as FEATURES
+from hub_data import mmstar_row as row
 from hub_data import picture, write_hub_dataset
 from sinktrain.benchmarks import get_benchmark, load_rows
 from sinktrain.benchmarks.runner import as_sample, build_items, score_responses
 
-FEATURES = Features({
-    "index": Value("int64"), "question": Value("string"), "image": Image(), "answer": Value("string"),
-    "category": Value("string"), "l2_category": Value("string"),
-    "meta_info": {"source": Value("string"), "split": Value("string"), "image_path": Value("string")},
-})
 PERCEPTION, MATH = "coarse perception", "math"
-
-
-def row(index: int, answer: str, category: str, l2: str) -> dict:
-    question = f"What is shown in picture {index}?\nOptions: A: a red cat, B: a dog, C: three birds, D: nothing"
-    meta = {"source": "MMBench", "split": "val", "image_path": f"images/{index}.jpg"}
-    return {"index": index, "question": question, "image": picture(index), "answer": answer, "category": category, "l2_category": l2, "meta_info": meta}
 
 
 ROWS = [

@@ -1,0 +1,140 @@
+"""LSG's per-layer protocol (paper Sec. 4.1, Table 1): one independent gate per layer, each its own
+run of recipes/lsg_train.py, each evaluated on the chosen benchmarks at every epoch checkpoint,
+and its gain over the stock model per sub-task.
+
+    commands = [train_command(out, layer, launcher, recipe_flags) for layer in layers]   # or run them
+    table = search_table(backbone, layers, out, benchmarks, eval_kwargs)                # evaluates, cached
+
+Layout of ``out``: ``layer_NN/`` is layer NN's run (its checkpoints/step_N/gates are the epochs,
+in step order; ``gates/`` appears when the run finished), ``layer_NN/eval/BENCH_step_N.json`` and
+``stock/BENCH.json`` cache every evaluation, so an interrupted search (or one whose training ran as
+separate jobs) continues where it stopped. A sub-task's score is the benchmark's own per-sub-task
+number (its first table: MMStar's categories, CV-Bench's tasks, ...), "overall" its headline.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sinktrain.errors import SinkTrainError
+from sinktrain.lsg.gate_file import META
+from sinktrain.lsg.stacking import read_gate_sets
+from sinktrain.lsg.scoped import scoped_gating
+from sinktrain.train.checkpoint import write_atomically
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "lsg_train.py"
+OVERALL = "overall"
+
+
+@dataclass(frozen=True)
+class SearchBenchmark:
+    bench: object  # sinktrain.benchmarks.Benchmark
+    rows: object  # its datasets.Dataset
+
+
+def layer_dir(out: Path, layer: int) -> Path:
+    return out / f"layer_{layer:02d}"
+
+
+def train_command(out: Path, layer: int, launcher: list[str], recipe_flags: list[str]) -> list[str]:
+    """Layer ``layer``'s run; ``--resume auto`` continues it if a job was cut short."""
+    return [*launcher, str(RECIPE), "--layers", str(layer), "--output_dir", str(layer_dir(out, layer)), "--resume", "auto", *recipe_flags]
+
+
+def trained(out: Path, layer: int) -> bool:
+    return (layer_dir(out, layer) / "gates" / META).is_file()
+
+
+def epoch_gates(out: Path, layer: int) -> list[Path]:
+    """The gate checkpoints of layer ``layer``'s run, one per saved epoch, in step order."""
+    checkpoints = sorted((layer_dir(out, layer) / "checkpoints").glob("step_*/gates"))
+    if not checkpoints:
+        raise SinkTrainError(
+            f"{layer_dir(out, layer)} has no checkpoints/step_N/gates; train it first (run the search without "
+            "--print_commands, or the command it printed)"
+        )
+    return checkpoints
+
+
+def subtask_scores(run) -> dict[str, float]:
+    """{sub-task: score} from the benchmark's first table, and "overall": its first headline number."""
+    rows = next(iter(run.scores.tables.values()), [])
+    scores = {}
+    for row in rows:
+        label = next(iter(row.values()))
+        value = next((row[k] for k in ("accuracy", "score", "f1") if k in row), None)
+        if label != "all" and value is not None:
+            scores[str(label)] = float(value)
+    return scores | {OVERALL: float(next(iter(run.scores.headline.values())))}
+
+
+def cached_scores(path: Path, evaluate) -> dict[str, float]:
+    if path.is_file():
+        return json.loads(path.read_text())
+    scores = evaluate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps(scores, indent=2))
+    return scores
+
+
+def benchmark_scores(backbone, item: SearchBenchmark, gating, eval_kwargs: dict) -> dict[str, float]:
+    from sinktrain.benchmarks.runner import run_benchmark
+
+    return subtask_scores(run_benchmark(backbone, item.bench, item.rows, gating, **eval_kwargs))
+
+
+def gated_scores(backbone, gates: Path, item: SearchBenchmark, eval_kwargs: dict) -> dict[str, float]:
+    (gate_set,) = read_gate_sets([str(gates)])
+    meta = gate_set.meta
+    with scoped_gating(backbone, meta.layers, meta.groups, gate_set.state, meta.scale_layout_slots) as gating:
+        return benchmark_scores(backbone, item, gating, eval_kwargs)
+
+
+def search_table(backbone, layers: list[int], out: Path, benchmarks: list[SearchBenchmark], eval_kwargs: dict, progress=print) -> dict:
+    """Scores of the stock model and of every layer's gates at every epoch, and their gains."""
+    stock = {
+        b.bench.name: cached_scores(out / "stock" / f"{b.bench.name}.json", lambda b=b: benchmark_scores(backbone, b, None, eval_kwargs))
+        for b in benchmarks
+    }
+    table = {"stock": stock, "layers": {}}
+    for layer in layers:
+        for epoch, gates in enumerate(epoch_gates(out, layer), start=1):
+            progress(f"layer {layer}, epoch {epoch} ({gates.parent.name})")
+            scores = {
+                b.bench.name: cached_scores(
+                    layer_dir(out, layer) / "eval" / f"{b.bench.name}_{gates.parent.name}.json",
+                    lambda b=b: gated_scores(backbone, gates, b, eval_kwargs),
+                )
+                for b in benchmarks
+            }
+            gains = {name: {task: value - stock[name][task] for task, value in tasks.items()} for name, tasks in scores.items()}
+            entry = {"gates": str(gates), "step": gates.parent.name, "scores": scores, "gains": gains}
+            table["layers"].setdefault(str(layer), {})[str(epoch)] = entry
+    return table
+
+
+def mean_gain(entry: dict) -> float:
+    """A layer's gain at one epoch: its overall gain averaged over the benchmarks."""
+    gains = [tasks[OVERALL] for tasks in entry["gains"].values()]
+    return sum(gains) / len(gains)
+
+
+def best_per_block(table: dict, epoch: int, block: int = 4) -> list[dict]:
+    """The best layer of every block of ``block`` consecutive layers (paper Table 1), by mean_gain."""
+    best: dict[int, tuple[float, int]] = {}
+    for layer, epochs in table["layers"].items():
+        if str(epoch) in epochs:
+            candidate = (mean_gain(epochs[str(epoch)]), -int(layer))  # ties: the lower layer
+            best[int(layer) // block] = max(best.get(int(layer) // block, candidate), candidate)
+    return [
+        {"block": f"{b * block}-{b * block + block - 1}", "layer": -neg_layer, "mean_gain": gain}
+        for b, (gain, neg_layer) in sorted(best.items())
+    ]
+
+
+def ranked_layers(table: dict, epoch: int) -> list[int]:
+    """Layers with a positive mean gain at ``epoch``, best first: what greedy stacking starts from."""
+    gains = [(mean_gain(epochs[str(epoch)]), int(layer)) for layer, epochs in table["layers"].items() if str(epoch) in epochs]
+    return [layer for gain, layer in sorted(gains, key=lambda g: (-g[0], g[1])) if gain > 0]

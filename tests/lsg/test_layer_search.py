@@ -1,0 +1,85 @@
+"""tools/lsg_layer_search.py end to end on the trained demo LLaVA: three single-layer runs of
+recipes/lsg_train.py (real DeepSpeed processes, 2 checkpoints each standing for the epochs), each
+evaluated on an MMStar-shaped local dataset; the table, gains, best layer per block and heatmap;
+a second search trains nothing and reads its caches; tools/stack_gates.py stacks from its table."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from hub_data import MMSTAR_FEATURES, mmstar_row, write_hub_dataset
+from sinktrain.errors import SinkTrainError
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYERS = [1, 2, 3]
+ROWS = [mmstar_row(i, "ABCD"[i % 4], "math" if i % 2 else "coarse perception", f"l2 {i % 3}") for i in range(6)]
+RECIPE_FLAGS = ["--max_steps", "2", "--save_every", "1", "--per_device_batch_size", "2", "--num_workers", "1"]
+
+pytestmark = pytest.mark.multiprocess  # three training runs of the recipe
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"sinktrain_tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    copy = write_hub_dataset(root / "MMStar", {"val": ROWS}, MMSTAR_FEATURES)
+    out = root / "out"
+    flags = ["--layers", "1-3", "--benchmark", "mmstar", "--benchmark_path", f"mmstar={copy}", "--out", str(out),
+             "--batch_size", "3", "--max_new_tokens", "4", "--", *RECIPE_FLAGS]
+    load_tool("lsg_layer_search").main(flags)
+    return out, flags
+
+
+def test_every_layer_trained_alone_and_evaluated_at_every_epoch(search):
+    out, _ = search
+    table = json.loads((out / "search.json").read_text())
+    assert sorted(table["layers"], key=int) == [str(layer) for layer in LAYERS]
+    stock = table["stock"]["mmstar"]
+    assert set(stock) == {"coarse perception", "math", "overall"}
+    for layer in LAYERS:
+        run_info = json.loads((out / f"layer_{layer:02d}" / "run_info.json").read_text())
+        assert json.loads((out / f"layer_{layer:02d}" / "gates" / "gates.json").read_text())["layers"] == [layer], run_info
+        epochs = table["layers"][str(layer)]
+        assert [epochs[e]["step"] for e in ("1", "2")] == ["step_000001", "step_000002"]
+        for entry in epochs.values():
+            scores, gains = entry["scores"]["mmstar"], entry["gains"]["mmstar"]
+            assert gains == {task: scores[task] - stock[task] for task in stock}
+    (best,) = table["best_per_block"]["1"]  # layers 1-3 lie in the block 0-3
+    means = {layer: table["layers"][str(layer)]["1"]["gains"]["mmstar"]["overall"] for layer in LAYERS}
+    assert best["block"] == "0-3" and best["mean_gain"] == max(means.values())
+    assert best["layer"] == min(layer for layer in LAYERS if means[layer] == best["mean_gain"])
+    markdown = (out / "search.md").read_text()
+    assert "| mmstar: coarse perception | mmstar: math | mmstar: overall |" in markdown.replace("| layer ", "")
+    assert f"| {best['layer']} * |" in markdown
+    with Image.open(out / "heatmap.png") as heatmap:
+        assert heatmap.format == "PNG" and heatmap.size[0] > 300
+
+
+def test_rerun_trains_nothing_reads_its_caches_and_stacking_reads_the_table(search, capsys, tmp_path):
+    out, flags = search
+    cached = out / "layer_02" / "eval" / "mmstar_step_000001.json"
+    planted = json.loads(cached.read_text()) | {"overall": 101.0}  # a cached score the second search must reuse
+    cached.write_text(json.dumps(planted))
+    capsys.readouterr()
+    load_tool("lsg_layer_search").main(flags)
+    printed = capsys.readouterr().out
+    assert all(f"layer {layer}: trained" in printed for layer in LAYERS)
+    table = json.loads((out / "search.json").read_text())
+    assert table["layers"]["2"]["1"]["scores"]["mmstar"]["overall"] == 101.0
+    assert table["ranked_layers"]["1"][0] == 2
+    stack = load_tool("stack_gates")
+    args = stack.parse_args(["--search", str(out / "search.json"), "--top", "1", "--out", str(tmp_path / "stack"), "--limit", "6"])
+    assert args.gates == [table["layers"]["2"]["1"]["gates"]]
+    stack.main(["--search", str(out / "search.json"), "--top", "1", "--out", str(tmp_path / "stack"), "--limit", "6", "--batch_size", "6"])
+    assert json.loads((tmp_path / "stack" / "gates.json").read_text())["layers"] == [2]
+    with pytest.raises(SinkTrainError, match="--epoch 3: the runs saved epochs \\[1, 2\\]"):
+        load_tool("lsg_layer_search").main([*flags[: flags.index("--")], "--epoch", "3"])
