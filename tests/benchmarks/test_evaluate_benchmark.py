@@ -2,7 +2,6 @@
 schema; the results JSON, Markdown table and predictions agree with each other; 2 ranks give
 exactly the 1-rank results; LSG gates report r_sink per sub-task; bad flags fail early."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 from hub_data import picture, write_hub_dataset
+from scripts import load_script
 from sinktrain.benchmarks import get_benchmark, load_rows
 from sinktrain.benchmarks.runner import build_items, score_responses
 from sinktrain.errors import SinkTrainError
@@ -74,10 +74,7 @@ def test_two_ranks_give_exactly_the_single_rank_results(single_rank, copy, demo_
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location("sinktrain_tool_evaluate", ROOT / "tools" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/evaluate.py")
 
 
 def test_gates_report_r_sink_per_sub_task(copy, demo_model_dir, tmp_path):

@@ -2,19 +2,17 @@
 --balance_by, of a LLaVA JSON: every category gives the same number of samples, drawn
 reproducibly from the seed, with their bytes; bad requests fail with the fix."""
 
-import importlib.util
 import json
 import tarfile
-from pathlib import Path
 
 import pytest
 
+from scripts import load_script
 from sinktrain.data.balance import shard_samples, write_balanced
 from sinktrain.data.scenes import demo_samples
 from sinktrain.data.shards import write_shards
 from sinktrain.errors import SinkTrainError
 
-ROOT = Path(__file__).resolve().parents[2]
 SIZES = {"local": 9, "global": 6, "mixed": 4}
 
 
@@ -64,10 +62,7 @@ def test_bad_requests(shards, tmp_path):
 
 
 def make_shards_tool():
-    spec = importlib.util.spec_from_file_location("make_shards_tool", ROOT / "tools" / "make_shards.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/make_shards.py")
 
 
 @pytest.fixture(scope="module")

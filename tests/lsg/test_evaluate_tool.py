@@ -8,13 +8,13 @@ calls the library. (The trained demo model answers sensibly, but building it tak
 finetuning.)
 """
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from scripts import load_script
 from sinktrain.backbones.registry import load_backbone
 from sinktrain.data.eval_set import read_eval_set
 from sinktrain.errors import SinkTrainError
@@ -24,7 +24,6 @@ from sinktrain.lsg.scoped import scoped_gating
 from tool_helpers import (
     BATCH,
     IMAGE_SAMPLES,
-    ROOT,
     TEXT_SAMPLES,
     answers,
     ok,
@@ -130,10 +129,7 @@ def test_eval_set_without_answers_or_categories(triples, tmp_path):
 
 
 def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"sinktrain_tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"tools/{name}.py")
 
 
 def test_flag_errors(tmp_path):

@@ -3,17 +3,15 @@ recipes/lsg_train.py (real DeepSpeed processes, 2 checkpoints each standing for 
 evaluated on an MMStar-shaped local dataset; the table, gains, best layer per block and heatmap;
 a second search trains nothing and reads its caches; tools/stack_gates.py stacks from its table."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from hub_data import MMSTAR_FEATURES, mmstar_row, write_hub_dataset
+from scripts import load_script
 from sinktrain.errors import SinkTrainError
 
-ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [1, 2, 3]
 ROWS = [mmstar_row(i, "ABCD"[i % 4], "math" if i % 2 else "coarse perception", f"l2 {i % 3}") for i in range(6)]
 RECIPE_FLAGS = ["--max_steps", "2", "--save_every", "1", "--per_device_batch_size", "2", "--num_workers", "1"]
@@ -22,10 +20,7 @@ pytestmark = pytest.mark.multiprocess  # three training runs of the recipe
 
 
 def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"sinktrain_tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"tools/{name}.py")
 
 
 @pytest.fixture(scope="module")

@@ -2,15 +2,14 @@
 paper defaults on a real model (constant lr, global batch 128, 2 epochs, a checkpoint per epoch,
 one layer), which explicit flags override."""
 
-import importlib.util
 import io
 import tarfile
 from pathlib import Path
 
+from scripts import load_script
 from sinktrain.train.args import common_parser, parse
 from sinktrain.train.run import resolve_config
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def shard(path: Path, samples: int) -> str:
@@ -39,10 +38,7 @@ def test_epochs_and_a_checkpoint_per_epoch(tmp_path):
 
 
 def lsg_recipe():
-    spec = importlib.util.spec_from_file_location("sinktrain_recipe_lsg_train", ROOT / "recipes" / "lsg_train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes/lsg_train.py")
 
 
 def test_lsg_recipe_defaults_to_the_papers_setting_on_a_real_model(tmp_path):
