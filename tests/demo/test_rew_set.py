@@ -1,4 +1,4 @@
-"""The ReW demo set (sinktrain.demo.rew_set) on the trained demo LLaVA: what ReW's demo learns from.
+"""The ReW demo set (sinktrain.demo.rew_set) on the trained demo Qwen2.5-VL (the set the ReW recipe test trains on, built once per session): what ReW's demo learns from.
 
 Every record's answer is the model's own greedy answer from the claimed visual tokens (global
 questions: the V-sinks alone; local ones: the other tokens alone), so the direction ReW should
@@ -23,7 +23,7 @@ CHECKED = BATCH  # the first batch of each kind, padded as the build padded it
 
 
 def records() -> list[tuple[dict, bytes]]:
-    shards = expand_shards(demo.rew_data("demo:llava"))
+    shards = expand_shards(demo.rew_data("demo:qwen2_5_vl"))
     return [(json.loads(s["json"]), s["png"]) for s in wds.WebDataset(shards, shardshuffle=False)]
 
 
@@ -33,7 +33,7 @@ def test_answers_come_from_the_claimed_tokens_and_differ_from_the_full_input(one
     assert [r["category"] for r, _ in written[:4]] == ["global", "local", "global", "local"]
     assert {r["task"] for r, _ in written if r["category"] == "global"} <= set(GLOBAL)
     assert {r["task"] for r, _ in written if r["category"] == "local"} <= set(LOCAL)
-    backbone = load_backbone(str(demo.ensure_demo_trained_model("llava")))
+    backbone = load_backbone(str(demo.ensure_demo_trained_model("qwen2_5_vl")))
     attach_dual_mlp(backbone)
     backbone.model.eval()
     differ = 0
