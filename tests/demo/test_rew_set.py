@@ -1,4 +1,5 @@
-"""The ReW demo set (sinktrain.demo.rew_set) on the trained demo Qwen2.5-VL (the set the ReW recipe test trains on, built once per session): what ReW's demo learns from.
+"""The ReW demo set (sinktrain.demo.rew_set) on the trained demo Qwen2.5-VL (the set the ReW
+recipe test trains on, built once per session): what ReW's demo learns from.
 
 Every record's answer is the model's own greedy answer from the claimed visual tokens (global
 questions: the V-sinks alone; local ones: the other tokens alone), so the direction ReW should
