@@ -47,6 +47,12 @@ def parse_args(argv=None):
     lsg.add_argument("--layers", default=None, help=f"gated LLM layers (several: joint training, the paper's ablation); default: {DEMO_LAYERS} on the demo, {PAPER_LAYER} otherwise")
     lsg.add_argument("--groups", type=int, default=2, help="2: V-sinks vs other visual tokens; 3: V-sinks / L-sinks / ordinary")
     lsg.add_argument(
+        "--multi_turn", choices=("split", "joint"), default="split",
+        help="split: each answer of a multi-turn sample is its own example, the turns before it as context, so the gate "
+        "reads the end of the question it answers, as generation does (sinktrain.data.turns); joint: one example per "
+        "sample, every answer gated from the first question",
+    )
+    lsg.add_argument(
         "--scale_newline_slots", action="store_true",
         help="LLaVA-OneVision: scale the keys of its row-newline slots with the other visual tokens (default: like text, unscaled)",
     )

@@ -34,6 +34,12 @@ class Keyed:
         return dict(self.encoder(raw), key=raw["__key__"])
 
 
+def key_in_parts(raw):
+    """Sample '<prefix><shard>_<j>' as 1 + j % 3 examples (as LSG splits a conversation into turns)."""
+    parts = 1 + int(raw["__key__"].rsplit("_", 1)[1]) % 3
+    return [{"key": raw["__key__"], "piece": piece} for piece in range(parts)]
+
+
 def always_bad(raw):
     raise BadSample("does not fit the template")
 

@@ -71,13 +71,14 @@ def test_gates_find_the_sink_reading_layer_and_lower_the_held_out_loss(lsg_run, 
     stock, _ = held_out_loss(backbone)
     gates = output_dir / "checkpoints" / f"step_{STEPS:06d}" / "gates"  # before the resume test adds steps
     gated, r_sink = held_out_loss(backbone, gating_from_checkpoint(backbone, gates))
-    # Measured with this recipe (2 ranks, 40 steps, demo lr 5e-3; a run is bitwise repeatable, so
-    # the spread is over --seed 0 and 1) on the bitwise-reproducible trained demo model: stock
-    # 0.3220; gated 0.2882 / 0.2881, a drop of 0.0338-0.0340 (10.5%); r_sink at layer 2
-    # 0.976-0.983, at layers 1 and 3 0.25-0.50. Both thresholds are half the smallest measured value.
+    # Measured with this recipe (2 ranks, 40 steps, demo lr 5e-3, one example per turn; a run is
+    # bitwise repeatable, so the spread is over --seed 0 and 1) on the bitwise-reproducible trained
+    # demo model: stock 0.3459; gated 0.3009 / 0.3039, a drop of 0.0420-0.0450 (12-13%); r_sink at
+    # layer 2 0.805-0.912, at layers 1 and 3 0.35-0.52 (margin 0.29-0.39). Both thresholds are half
+    # the smallest measured value.
     others = [ratio for layer, ratio in r_sink.items() if layer != SINK_READING_LAYER]
-    assert SINK_READING_LAYER == 2 and stock - gated > 0.017, (stock, gated)
-    assert r_sink[SINK_READING_LAYER] - max(others) > 0.24, r_sink
+    assert SINK_READING_LAYER == 2 and stock - gated > 0.021, (stock, gated)
+    assert r_sink[SINK_READING_LAYER] - max(others) > 0.14, r_sink
 
 
 def test_one_seed_trains_the_same_gates_bit_for_bit(tmp_path, deepspeed_launch):

@@ -107,8 +107,10 @@ def permute_positions(position_ids: torch.Tensor, order: torch.Tensor) -> torch.
 
 
 def continues(previous: SlotState | None, input_ids: torch.Tensor) -> bool:
-    """Whether these ids are the previous forward's, extended (a step of cache-less generation)."""
-    if previous is None or previous.input_ids.shape[0] != input_ids.shape[0] or previous.length >= input_ids.shape[1]:
+    """Whether these ids are the previous forward's plus one token (a step of cache-less
+    generation). A longer extension is a new prompt (a chat's next question after the previous
+    answer), whose gates must read its own last prompt token."""
+    if previous is None or previous.input_ids.shape[0] != input_ids.shape[0] or previous.length + 1 != input_ids.shape[1]:
         return False
     return bool(torch.equal(input_ids[:, : previous.length], previous.input_ids))
 

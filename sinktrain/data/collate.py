@@ -22,7 +22,7 @@ class Collator:
         self.blank_vision, blank_slots = blank
         self.blank_slots = sum(blank_slots)
 
-    def __call__(self, samples: list[dict]) -> tuple[Batch, list[tuple[int, int, int]]]:
+    def __call__(self, samples: list[dict]) -> tuple[Batch, list[tuple[int, int, int, int, int]]]:
         ids = [s["input_ids"] for s in samples]
         labels = [s["labels"] for s in samples]
         real = [torch.ones_like(i) for i in ids]
@@ -41,5 +41,5 @@ class Collator:
             questions=[s.get("question", "") for s in samples],
             categories=[s.get("category") for s in samples],
         )
-        positions = [(s["reader"], s["index"], s["bad"]) for s in samples]
+        positions = [(s["reader"], s["index"], s["bad"], s.get("part", 0), s.get("parts", 1)) for s in samples]
         return batch, positions

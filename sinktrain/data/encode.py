@@ -22,6 +22,7 @@ from sinktrain.data.chat import encode
 from sinktrain.data.images import ImageInputs
 from sinktrain.data.shard_format import IMAGE_EXTENSIONS, INDEXED_IMAGE_FIELD
 from sinktrain.data.stream import BadSample
+from sinktrain.data.turns import answer_ends, turn_examples
 from sinktrain.errors import SinkTrainError
 
 class TooLong(BadSample):
@@ -107,6 +108,7 @@ class SampleEncoder:
         self.tokenizer, self.image_inputs, self.template = tokenizer, image_inputs, template
         self.image_token_id, self.max_length, self.on_overflow = image_token_id, max_length, on_overflow
         self.category_field = "category"  # the record field a sample's category is read from (ReW: --balance_by)
+        self.one_example_per_turn = False  # LSG: each answer its own example (sinktrain.data.turns)
 
     def record(self, raw: dict) -> dict:
         try:
@@ -117,20 +119,26 @@ class SampleEncoder:
             raise BadSample(f"no readable LLaVA record ({err!r})") from err
         return record
 
-    def __call__(self, raw: dict) -> dict:
-        """A raw shard sample (bytes) -> a training example; BadSample if anything is wrong."""
+    def __call__(self, raw: dict) -> dict | list[dict]:
+        """A raw shard sample (bytes) -> a training example (with one_example_per_turn: a list, one
+        per answer); BadSample if anything is wrong."""
         record = self.record(raw)
         conversations = record["conversations"]
         images = decode_images(image_members(raw))
         try:
-            example = self.encode(conversations, images)
+            if self.one_example_per_turn and len(answer_ends(conversations)) > 1:
+                examples = turn_examples(self.encode, conversations, images)
+            else:
+                example = self.encode(conversations, images)
+                examples = [] if example is None else [{**example, "question": first_question(conversations)}]
         except SinkTrainError as err:
             raise BadSample(str(err)) from err
         except ValueError as err:  # the image processor refuses an image (e.g. an aspect ratio over 200)
             raise BadSample(f"image not processable ({err})") from err
-        if example is None:
+        if not examples:
             raise TooLong(f"longer than --max_length {self.max_length} and not truncatable")
-        return {**example, "question": first_question(conversations), "category": record.get(self.category_field)}
+        category = record.get(self.category_field)
+        return [{**e, "category": category} for e in examples] if self.one_example_per_turn else {**examples[0], "category": category}
 
     def encode(self, conversations: list[dict], images: list[Image.Image]) -> dict | None:
         """Conversation + its decoded images (in <image> order) -> tensors; None when it must be dropped."""

@@ -8,7 +8,10 @@ asks for, whatever the shard sizes (what ``resampled=True`` + ``with_epoch`` buy
 
 Every sample carries ``(reader, index)``: the training loop records, per reader, how many raw
 samples were consumed, and a resumed stream replays the same deterministic order and skips that
-many without decoding them. Broken samples are skipped, logged with shard and key, and counted.
+many without decoding them. A per-sample function may turn one raw sample into several examples
+(a list; LSG's one example per turn): each carries ``(part, parts)`` too, and a checkpoint taken
+between two of them resumes with the next. Broken samples are skipped, logged with shard and key,
+and counted.
 """
 
 from __future__ import annotations
@@ -70,10 +73,13 @@ class BadSample(Exception):
 
 @dataclass
 class ReaderState:
-    """What a reader has consumed so far: raw samples, and how many of those were bad."""
+    """What a reader has consumed so far: raw samples, how many of those were bad, and how many
+    examples of the next raw sample were used already (a sample split into several examples, e.g.
+    LSG's one example per turn, can be cut by a checkpoint)."""
 
     consumed: int = 0
     bad: int = 0
+    parts_done: int = 0
 
 
 @dataclass
@@ -83,14 +89,20 @@ class StreamState:
     readers: int
     states: dict[int, ReaderState] = field(default_factory=dict)
 
-    def update(self, reader: int, index: int, bad: int) -> None:
+    def update(self, reader: int, index: int, bad: int, part: int = 0, parts: int = 1) -> None:
+        """Example ``part`` of ``parts`` made from raw sample ``index`` was used."""
+        self.advance(reader, (index + 1, 0) if part + 1 >= parts else (index, part + 1), bad)
+
+    def advance(self, reader: int, position: tuple[int, int], bad: int) -> None:
+        """Move ``reader`` to ``position`` = (raw samples consumed, examples of the next one used), never back."""
         state = self.states.setdefault(reader, ReaderState())
-        if index + 1 > state.consumed:
-            state.consumed, state.bad = index + 1, bad
+        if position > (state.consumed, state.parts_done):
+            state.consumed, state.parts_done = position
+            state.bad = bad
 
     def merge(self, other: "StreamState") -> None:
         for reader, state in other.states.items():
-            self.update(reader, state.consumed - 1, state.bad)
+            self.advance(reader, (state.consumed, state.parts_done), state.bad)
 
     def totals(self) -> tuple[int, int]:
         return sum(s.consumed for s in self.states.values()), sum(s.bad for s in self.states.values())
@@ -135,7 +147,7 @@ class ShardStream(IterableDataset):
     def __init__(
         self,
         shards: list[str],
-        decode: Callable[[dict], dict],
+        decode: Callable[[dict], dict | list[dict]],
         rank: int,
         world_size: int,
         num_workers: int,
@@ -206,5 +218,7 @@ class ShardStream(IterableDataset):
                 check_not_all_bad(reader, bad_in_a_row, raw.get("__url__"))
                 continue
             bad_in_a_row = 0
-            sample.update(reader=reader, index=index, bad=bad)
-            yield sample
+            examples = sample if isinstance(sample, list) else [sample]
+            first = state.parts_done if index == state.consumed else 0  # the rest of a sample a checkpoint cut
+            for part in range(first, len(examples)):
+                yield dict(examples[part], reader=reader, index=index, bad=bad, part=part, parts=len(examples))

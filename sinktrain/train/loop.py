@@ -64,6 +64,7 @@ def data_loader(run: Run, backbone: Backbone, template: str, resume: StreamState
     args, settings = run.args, run.settings
     encoder = backbone.encoder(template, args.max_length, args.on_overflow)
     encoder.category_field = getattr(args, "balance_by", None) or "category"
+    encoder.one_example_per_turn = getattr(args, "multi_turn", "joint") == "split"  # LSG (sinktrain.data.turns)
     stream = ShardStream(
         run.shards, encoder, run.rank, run.world_size, args.num_workers, args.seed, args.shuffle_buffer, resume,
     )
@@ -150,8 +151,8 @@ def train_steps(run: Run, engine, loader: DataLoader, start_step: int, stream: S
         loss_sum = 0.0
         for _ in range(settings.grad_accum):
             batch, positions = next(batches)
-            for reader, index, bad in positions:
-                stream.update(reader, index, bad)
+            for reader, index, bad, part, parts in positions:
+                stream.update(reader, index, bad, part, parts)
             tally.add(batch)
             loss = engine(batch.to(engine.device))
             engine.backward(loss)

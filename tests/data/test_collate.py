@@ -47,7 +47,7 @@ def test_collator_pads_right_concatenates_images_and_keeps_positions():
     assert set(batch.vision) == {"pixel_values"}  # images in row order, and no blank among them
     expected = torch.cat([samples[0]["vision"]["pixel_values"], samples[2]["vision"]["pixel_values"]])
     assert torch.equal(batch.vision["pixel_values"], expected)
-    assert positions == [(0, 3, 0), (2, 11, 4), (2, 12, 4)]
+    assert positions == [(0, 3, 0, 0, 1), (2, 11, 4, 0, 1), (2, 12, 4, 0, 1)]  # (reader, index, bad, part, parts)
 
 
 def test_collator_gives_a_batch_without_images_the_blank_as_masked_padding_of_row_0():
@@ -59,7 +59,7 @@ def test_collator_gives_a_batch_without_images_the_blank_as_masked_padding_of_ro
     assert batch.attention_mask.tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 0]]
     assert batch.images_per_sample.tolist() == [0, 0] and not batch.has_image.any()  # the blank is no sample's
     assert set(batch.vision) == {"pixel_values"} and torch.equal(batch.vision["pixel_values"], BLANK[0]["pixel_values"])
-    assert positions == [(1, 0, 0), (1, 1, 2)]
+    assert positions == [(1, 0, 0, 0, 1), (1, 1, 2, 0, 1)]
     assert samples[0]["input_ids"].tolist() == [1, 5]  # the samples themselves are left as they were
     again, _ = collate(samples)  # and the next blank batch is the same
     assert torch.equal(again.input_ids, batch.input_ids) and torch.equal(again.vision["pixel_values"], BLANK[0]["pixel_values"])
@@ -195,7 +195,7 @@ def test_batch_with_an_image_gets_no_blank(backbone):
     assert batch.vision.keys() == pictured["vision"].keys()
     assert all(torch.equal(batch.vision[k], pictured["vision"][k]) for k in batch.vision)
     assert backbone.slots_per_image(batch.vision, slots) == [slots]
-    assert positions == [(0, 0, 0), (0, 0, 0), (0, 1, 0)]
+    assert positions == [(0, 0, 0, 0, 1), (0, 0, 0, 0, 1), (0, 1, 0, 0, 1)]
 
     logits, _ = logits_and_loss(backbone, batch.input_ids, batch.attention_mask, batch.labels, batch.vision)
     n = lengths[1]

@@ -21,7 +21,7 @@ from sinktrain.data.stream import (
     expand_shards,
 )
 from sinktrain.errors import SinkTrainError
-from stream_helpers import key_of, key_or_bad, write_sized
+from stream_helpers import key_in_parts, key_of, key_or_bad, write_sized
 
 
 def draw_by_reader(stream, wanted, batch_size=None, limit=400):
@@ -137,7 +137,7 @@ def test_shuffle_buffer_zero_keeps_the_shard_order(tmp_path):
 def state_of(samples, readers):
     state = StreamState(readers)
     for s in samples:
-        state.update(s["reader"], s["index"], s["bad"])
+        state.update(s["reader"], s["index"], s["bad"], s["part"], s["parts"])
     return state
 
 
@@ -155,6 +155,22 @@ def test_resume_continues_exactly_where_the_uninterrupted_stream_goes(tmp_path, 
     state = state_of(full[:taken], readers=1)
     resumed = list(islice(iter(stream(resume=state)), 60 - taken))
     assert trace(resumed) == trace(full[taken:])
+
+
+@pytest.mark.parametrize("taken", [0, 1, 2, 5, 13, 30])
+def test_samples_split_into_examples_resume_between_two_examples_of_one_sample(tmp_path, taken):
+    """LSG's one example per turn: a checkpoint taken after some of a sample's examples resumes with
+    the next one, not with the next sample (nor by repeating the sample's first examples)."""
+    shards, _ = write_sized(tmp_path, [5, 7, 4])
+
+    def stream(resume=None):
+        return ShardStream(shards, key_in_parts, rank=0, world_size=1, num_workers=1, seed=4, shuffle_buffer=3, resume=resume)
+
+    full = list(islice(iter(stream()), 50))
+    assert {s["parts"] for s in full} == {1, 2, 3} and [s["piece"] for s in full[:3]] == [s["part"] for s in full[:3]]
+    state = state_of(full[:taken], readers=1)
+    resumed = list(islice(iter(stream(resume=state)), 50 - taken))
+    assert [(s["key"], s["piece"]) for s in resumed] == [(s["key"], s["piece"]) for s in full[taken:]]
 
 
 @pytest.mark.timeout(300)  # a hang guard, not a timing check: generous for a loaded machine
@@ -194,6 +210,10 @@ def test_stream_state_round_trips_and_merges_to_the_furthest_position():
     state.update(0, 4, 0)  # an older position (e.g. a prefetched batch recorded late) never rewinds
     state.update(2, 0, 0)
     assert state.states == {0: ReaderState(10, 1), 2: ReaderState(1, 0)}
+    state.update(3, 6, 0, part=0, parts=3)  # the first of sample 6's three examples: 6 consumed, 1 of the 7th used
+    assert state.states[3] == ReaderState(6, 0, 1)
+    state.update(3, 6, 0, part=2, parts=3)  # its last: sample 6 consumed
+    assert state.states.pop(3) == ReaderState(7, 0, 0)
     back = StreamState.from_dict(json.loads(json.dumps(state.to_dict())))
     assert back == state
 
