@@ -65,8 +65,9 @@ class Benchmark:
 
 
 class LazyImages(Sequence):
-    """One row's images, read from the (memory-mapped) dataset and converted to RGB only when a
-    batch is built: a whole benchmark's decoded images would not fit in memory (POPE has 9000)."""
+    """One row's images, read from the (memory-mapped) dataset and decoded to RGB only when a
+    batch is built: a whole benchmark's decoded images would not fit in memory (POPE has 9000).
+    ``image_rows`` holds the image columns undecoded, so reading one image decodes only it."""
 
     def __init__(self, image_rows, index: int, columns: tuple[str, ...]):
         self.image_rows, self.index, self.columns = image_rows, index, columns
@@ -77,7 +78,10 @@ class LazyImages(Sequence):
     def __getitem__(self, position):
         if isinstance(position, slice):
             return [self[i] for i in range(*position.indices(len(self)))]
-        return self.image_rows[self.index][self.columns[position]].convert("RGB")
+        from datasets import Image as ImageFeature
+
+        encoded = self.image_rows[self.index][self.columns[position]]  # {"bytes", "path"}
+        return ImageFeature().decode_example(encoded).convert("RGB")
 
 
 def lettered(options: list[str], style: str = "{letter}. {option}") -> str:

@@ -38,7 +38,7 @@ class BenchmarkRun:
 
 def build_items(bench: Benchmark, rows) -> list[Item]:
     """Every row's item; image columns are left in the memory-mapped dataset until batched."""
-    image_rows = rows.select_columns(list(bench.image_columns))
+    image_rows = undecoded(rows.select_columns(list(bench.image_columns)))
     text_rows = rows.remove_columns(list(bench.image_columns))
     items = [bench.item(row, lambda *columns, i=index: LazyImages(image_rows, i, columns)) for index, row in enumerate(text_rows)]
     items = [item if item.key else replace(item, key=str(index)) for index, item in enumerate(items)]
@@ -48,6 +48,15 @@ def build_items(bench: Benchmark, rows) -> list[Item]:
         duplicate = next(key for key in keys if keys.count(key) > 1)
         raise SinkTrainError(f"{bench.name}: two rows share the id {duplicate!r}; the data is not {bench.hub_id}'s (ids are unique there)")
     return items
+
+
+def undecoded(image_rows):
+    """The image columns as stored ({"bytes", "path"}): a row read decodes none of them."""
+    from datasets import Image as ImageFeature
+
+    for column in image_rows.column_names:
+        image_rows = image_rows.cast_column(column, ImageFeature(decode=False))
+    return image_rows
 
 
 def numbered(items: list[Item]) -> list[Item]:
