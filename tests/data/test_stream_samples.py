@@ -199,7 +199,7 @@ def test_collated_batches_from_worker_processes(tmp_path, processor, num_image_t
     for batch, positions in islice(loader, 4):  # reader 0 owns the image shard, reader 1 the text one
         lengths = batch.attention_mask.sum(1)
         assert batch.input_ids.shape == batch.labels.shape == batch.attention_mask.shape
-        assert len({reader for reader, _, _ in positions}) == 1 and len(positions) == 3
+        assert len({position[0] for position in positions}) == 1 and len(positions) == 3  # one reader per batch
         blank = not batch.has_image.any()
         kinds.append(blank)
         assert batch.images_per_sample.tolist() == [0 if blank else 1] * 3
