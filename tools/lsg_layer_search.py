@@ -25,10 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from sinktrain.benchmarks import BENCHMARKS, get_benchmark, load_rows  # noqa: E402
+from sinktrain.benchmarks import BENCHMARKS  # noqa: E402
 from sinktrain.errors import SinkTrainError  # noqa: E402
 from sinktrain.eval.setup import add_eval_flags, load_eval_backbone  # noqa: E402
-from sinktrain.lsg.layer_search import SearchBenchmark, best_per_block, ranked_layers, search_table, train_command, trained  # noqa: E402
+from sinktrain.lsg.layer_search import (  # noqa: E402
+    benchmark_paths, best_per_block, load_benchmarks, ranked_layers, search_table, train_command, trained,
+)
 from sinktrain.lsg.search_report import epochs_of, markdown, plot_gains  # noqa: E402
 from sinktrain.recipe import main_guard  # noqa: E402
 from sinktrain.tool_args import layer_list  # noqa: E402
@@ -54,16 +56,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.layers, args.recipe_flags = layer_list(args.layers), recipe_flags
     args.benchmark_paths = benchmark_paths(args.benchmark_path, args.benchmark)
     return args
-
-
-def benchmark_paths(pairs: list[str], names: list[str]) -> dict[str, str]:
-    paths = {}
-    for pair in pairs:
-        name, equals, path = pair.partition("=")
-        if not equals or name not in names:
-            raise SinkTrainError(f"--benchmark_path {pair!r}: write NAME=PATH with NAME one of the --benchmark names ({', '.join(names)})")
-        paths[name] = path
-    return paths
 
 
 def recipe_flags(args: argparse.Namespace) -> list[str]:
@@ -102,10 +94,7 @@ def main(argv=None) -> None:
         for layer in args.layers:
             print(shlex.join(train_command(out, layer, shlex.split(args.launcher), recipe_flags(args))))
         return
-    benchmarks = [  # read (and checked) before hours of training
-        SearchBenchmark(bench, load_rows(bench, args.benchmark_paths.get(name), None, args.limit))
-        for name in args.benchmark for bench in [get_benchmark(name)]
-    ]
+    benchmarks = load_benchmarks(args.benchmark, args.benchmark_paths, args.limit)  # checked before hours of training
     train_layers(args, out)
     backbone = load_eval_backbone(args)
     eval_kwargs = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "template": args.template}

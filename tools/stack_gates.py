@@ -3,13 +3,15 @@
     python recipes/lsg_train.py --layers 1 --output_dir runs/l1   # ... one run per layer
     python tools/stack_gates.py --gates runs/l1/gates runs/l2/gates runs/l3/gates --out runs/stack
     python tools/evaluate.py --gates runs/stack                    # the stacked gates, as usual
-    python tools/stack_gates.py --search runs/layer_search/search.json --top 5 --out runs/stack   # from the layer search
+    python tools/stack_gates.py --search runs/layer_search/search.json --top 5 --out runs/stack \\
+        --benchmark mmstar cvbench --benchmark_path mmstar=/data/MMStar cvbench=/data/CV-Bench   # the paper's protocol
 
 Every input is evaluated alone, inputs are ordered by gain over the stock model, then added one
 at a time and the accumulated set is evaluated after each addition. --out DIR receives the
 stacked gate checkpoint (the best step with --keep best, every input with --keep all), loadable
-by tools/evaluate.py --gates, plus the table as stacking.json and stacking.md. Cost: 2 x inputs
-evaluations of the eval set.
+by tools/evaluate.py --gates, plus the table as stacking.json and stacking.md. Scored by exact
+match on an eval set (--data), or with --benchmark on benchmarks, every question right or wrong by
+its benchmark's own rule (accuracy over all their questions). Cost: 2 x inputs evaluations.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from sinktrain.benchmarks import BENCHMARKS  # noqa: E402
 from sinktrain.errors import SinkTrainError  # noqa: E402
 from sinktrain.eval.setup import add_eval_flags, eval_kwargs, load_eval_backbone, load_eval_samples  # noqa: E402
 from sinktrain.lsg.gate_file import META  # noqa: E402
+from sinktrain.lsg.layer_search import benchmark_paths, benchmark_scorer, load_benchmarks  # noqa: E402
 from sinktrain.lsg.stack_table import markdown_table  # noqa: E402
 from sinktrain.lsg.stacking import (  # noqa: E402
     KEEP, check_stackable, chosen_sets, greedy_stack, merge_gate_sets, read_gate_sets, save_gate_set,
@@ -41,11 +45,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     stack.add_argument("--top", type=int, default=None, help="with --search: at most this many layers")
     stack.add_argument("--out", required=True, help="directory for the stacked gates, stacking.json and stacking.md")
     stack.add_argument("--keep", choices=KEEP, default="best", help="save the best stacked step, or every input")
+    stack.add_argument("--benchmark", nargs="+", choices=list(BENCHMARKS), default=None, help="score on these benchmarks (each question by its own rule) instead of --data")
+    stack.add_argument("--benchmark_path", nargs="*", default=[], metavar="NAME=PATH", help="with --benchmark: a local copy per benchmark")
     args = parser.parse_args(argv)
     if (args.gates is None) == (args.search is None):
         raise SinkTrainError("pass the gates to stack: --gates DIR ... or --search search.json (tools/lsg_layer_search.py)")
     if args.search:
         args.gates = gates_from_search(args.search, args.epoch, args.top)
+    args.benchmark_paths = benchmark_paths(args.benchmark_path, args.benchmark or [])
+    if args.benchmark and args.data:
+        raise SinkTrainError("--data is an eval set and --benchmark scores on benchmarks; pass one of them")
     if (Path(args.out) / META).exists():
         raise SinkTrainError(f"--out {args.out} already holds a gate checkpoint; choose a new directory or delete it")
     return args
@@ -66,8 +75,13 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     sets = read_gate_sets(args.gates)
     check_stackable(sets)  # before loading the model
+    benchmarks = load_benchmarks(args.benchmark, args.benchmark_paths, args.limit) if args.benchmark else None
     backbone = load_eval_backbone(args)
-    result = greedy_stack(backbone, load_eval_samples(args), sets, **eval_kwargs(args))
+    if benchmarks:
+        kwargs = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "template": args.template}
+        result = greedy_stack(backbone, None, sets, score=benchmark_scorer(backbone, benchmarks, kwargs))
+    else:
+        result = greedy_stack(backbone, load_eval_samples(args), sets, **eval_kwargs(args))
     stacked = merge_gate_sets(chosen_sets(result, sets, args.keep))
     out = Path(args.out)
     save_gate_set(stacked, out)

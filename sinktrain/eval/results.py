@@ -22,9 +22,12 @@ class Prediction:
     answer: str
     prediction: str
     details: dict | None = None  # what the method decided for this sample (ReW weights, CoT routing)
+    judged: bool | None = None  # a benchmark's own verdict (sinktrain.benchmarks); None: exact match
 
     @property
     def correct(self) -> bool:
+        if self.judged is not None:
+            return self.judged
         return normalise(self.prediction) == normalise(self.answer)
 
 

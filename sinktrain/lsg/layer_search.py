@@ -34,6 +34,24 @@ class SearchBenchmark:
     rows: object  # its datasets.Dataset
 
 
+def benchmark_paths(pairs: list[str], names: list[str]) -> dict[str, str]:
+    """``--benchmark_path NAME=PATH ...`` as {name: path}; every NAME one of ``names``."""
+    paths = {}
+    for pair in pairs:
+        name, equals, path = pair.partition("=")
+        if not equals or name not in names:
+            raise SinkTrainError(f"--benchmark_path {pair!r}: write NAME=PATH with NAME one of the --benchmark names ({', '.join(names)})")
+        paths[name] = path
+    return paths
+
+
+def load_benchmarks(names: list[str], paths: dict[str, str], limit: int | None) -> list[SearchBenchmark]:
+    """Each benchmark's rows (read and checked before any training or evaluation)."""
+    from sinktrain.benchmarks import get_benchmark, load_rows
+
+    return [SearchBenchmark(bench, load_rows(bench, paths.get(name), None, limit)) for name in names for bench in [get_benchmark(name)]]
+
+
 def layer_dir(out: Path, layer: int) -> Path:
     return out / f"layer_{layer:02d}"
 
@@ -83,6 +101,25 @@ def benchmark_scores(backbone, item: SearchBenchmark, gating, eval_kwargs: dict)
     from sinktrain.benchmarks.runner import run_benchmark
 
     return subtask_scores(run_benchmark(backbone, item.bench, item.rows, gating, **eval_kwargs))
+
+
+def benchmark_scorer(backbone, benchmarks: list[SearchBenchmark], eval_kwargs: dict):
+    """Greedy stacking's scorer on benchmarks: every question of every benchmark as one prediction,
+    right or wrong by its benchmark's own rule, reported per "benchmark: sub-task"."""
+    from sinktrain.benchmarks.runner import run_benchmark
+    from sinktrain.eval.results import Prediction, Results
+
+    def score(gating) -> Results:
+        predictions = []
+        for b in benchmarks:
+            run = run_benchmark(backbone, b.bench, b.rows, gating, **eval_kwargs)
+            predictions += [
+                Prediction(f"{b.bench.name}/{item.key}", f"{b.bench.name}: {item.group}", str(item.gold), response, judged=verdict.correct)
+                for item, response, verdict in zip(run.items, run.responses, run.judged)
+            ]
+        return Results(predictions)
+
+    return score
 
 
 def gated_scores(backbone, gates: Path, item: SearchBenchmark, eval_kwargs: dict) -> dict[str, float]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -80,10 +81,13 @@ def save_gate_set(gate_set: GateSet, directory: str | Path) -> None:
     save_gates(directory, gate_set.state, gate_set.meta)
 
 
-def evaluate_set(backbone: Backbone, samples: list[EvalSample], gate_set: GateSet, **eval_kwargs) -> Results:
+Scorer = Callable[[object], Results]  # gating (None: the stock model) -> results
+
+
+def evaluate_set(backbone: Backbone, gate_set: GateSet, score: Scorer) -> Results:
     meta = gate_set.meta
     with scoped_gating(backbone, meta.layers, meta.groups, gate_set.state, meta.scale_layout_slots) as gating:
-        return evaluate(backbone, samples, gating, **eval_kwargs)
+        return score(gating)
 
 
 def row(step: int, layers: list[int], results: Results, baseline: Results) -> dict:
@@ -100,20 +104,23 @@ def row(step: int, layers: list[int], results: Results, baseline: Results) -> di
     }
 
 
-def greedy_stack(backbone: Backbone, samples: list[EvalSample], sets: list[GateSet], **eval_kwargs) -> dict:
+def greedy_stack(backbone: Backbone, samples: list[EvalSample] | None, sets: list[GateSet], score: Scorer | None = None, **eval_kwargs) -> dict:
+    """Stack ``sets`` greedily, scoring by exact match on ``samples``, or by ``score`` (e.g. the
+    benchmarks' own rules: sinktrain.lsg.layer_search.benchmark_scorer)."""
     check_stackable(sets)
     for gate_set in sets:
         check_fits(gate_set.meta, backbone, gate_set.source)  # before any evaluation, not after an hour of it
-    baseline = evaluate(backbone, samples, **eval_kwargs)
-    singles = [evaluate_set(backbone, samples, s, **eval_kwargs) for s in sets]
+    score = score or (lambda gating: evaluate(backbone, samples, gating, **eval_kwargs))
+    baseline = score(None)
+    singles = [evaluate_set(backbone, s, score) for s in sets]
     order = sorted(range(len(sets)), key=lambda i: (-singles[i].accuracy(), sets[i].meta.layers))
     steps = [row(0, [], baseline, baseline)]
     for step in range(1, len(order) + 1):
         chosen = merge_gate_sets([sets[i] for i in order[:step]])
-        results = singles[order[0]] if step == 1 else evaluate_set(backbone, samples, chosen, **eval_kwargs)
+        results = singles[order[0]] if step == 1 else evaluate_set(backbone, chosen, score)
         steps.append(row(step, chosen.meta.layers, results, baseline))
     return {
-        "samples": len(samples),
+        "samples": len(baseline.predictions),
         "singles": [row(1, s.meta.layers, r, baseline) | {"source": s.source} for s, r in zip(sets, singles)],
         "order": [sets[i].source for i in order],
         "steps": steps,

@@ -31,11 +31,11 @@ def search(tmp_path_factory):
     flags = ["--layers", "1-3", "--benchmark", "mmstar", "--benchmark_path", f"mmstar={copy}", "--out", str(out),
              "--batch_size", "3", "--max_new_tokens", "4", "--", *RECIPE_FLAGS]
     load_tool("lsg_layer_search").main(flags)
-    return out, flags
+    return out, flags, copy
 
 
 def test_every_layer_trained_alone_and_evaluated_at_every_epoch(search):
-    out, _ = search
+    out, _, _ = search
     table = json.loads((out / "search.json").read_text())
     assert sorted(table["layers"], key=int) == [str(layer) for layer in LAYERS]
     stock = table["stock"]["mmstar"]
@@ -60,7 +60,7 @@ def test_every_layer_trained_alone_and_evaluated_at_every_epoch(search):
 
 
 def test_rerun_trains_nothing_reads_its_caches_and_stacking_reads_the_table(search, capsys, tmp_path):
-    out, flags = search
+    out, flags, copy = search
     cached = out / "layer_02" / "eval" / "mmstar_step_000001.json"
     planted = json.loads(cached.read_text()) | {"overall": 101.0}  # a cached score the second search must reuse
     cached.write_text(json.dumps(planted))
@@ -72,9 +72,15 @@ def test_rerun_trains_nothing_reads_its_caches_and_stacking_reads_the_table(sear
     assert table["layers"]["2"]["1"]["scores"]["mmstar"]["overall"] == 101.0
     assert table["ranked_layers"]["1"][0] == 2
     stack = load_tool("stack_gates")
-    args = stack.parse_args(["--search", str(out / "search.json"), "--top", "1", "--out", str(tmp_path / "stack"), "--limit", "6"])
-    assert args.gates == [table["layers"]["2"]["1"]["gates"]]
-    stack.main(["--search", str(out / "search.json"), "--top", "1", "--out", str(tmp_path / "stack"), "--limit", "6", "--batch_size", "6"])
-    assert json.loads((tmp_path / "stack" / "gates.json").read_text())["layers"] == [2]
+    flags_stack = ["--search", str(out / "search.json"), "--top", "2", "--out", str(tmp_path / "stack"),
+                   "--benchmark", "mmstar", "--benchmark_path", f"mmstar={copy}", "--batch_size", "3", "--max_new_tokens", "4", "--keep", "all"]
+    assert stack.parse_args(flags_stack).gates == [table["layers"][str(layer)]["1"]["gates"] for layer in table["ranked_layers"]["1"][:2]]
+    stack.main(flags_stack)
+    stacking = json.loads((tmp_path / "stack" / "stacking.json").read_text())
+    assert stacking["samples"] == len(ROWS)  # scored on the benchmark's questions
+    assert set(stacking["steps"][0]["per_category"]) == {"mmstar: coarse perception", "mmstar: math", "overall"}
+    # the stock step scores what the search's stock evaluation scored
+    assert stacking["steps"][0]["per_category"]["mmstar: math"] == table["stock"]["mmstar"]["math"]
+    assert sorted(json.loads((tmp_path / "stack" / "gates.json").read_text())["layers"]) == sorted(table["ranked_layers"]["1"][:2])
     with pytest.raises(SinkTrainError, match="--epoch 3: the runs saved epochs \\[1, 2\\]"):
         load_tool("lsg_layer_search").main([*flags[: flags.index("--")], "--epoch", "3"])

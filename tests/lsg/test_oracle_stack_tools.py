@@ -17,6 +17,7 @@ from PIL import Image
 
 from sinktrain.backbones.registry import load_backbone
 from sinktrain.errors import SinkTrainError
+from sinktrain.eval import evaluate
 from sinktrain.lsg.gate_file import META, gating_from_checkpoint
 from sinktrain.lsg.oracle import coefficient_grid, fixed_results, oracle_sweep
 from sinktrain.lsg.oracle_plot import heatmap_size
@@ -92,7 +93,7 @@ def stack_eval(backbone, samples, stock, gate_dirs, triples, tmp_path_factory):
     """An eval set whose answers are what one single-layer gate generates: stacking must put it first."""
     for layer in GATE_LAYERS:
         (gates,) = read_gate_sets([str(gate_dirs[layer])])
-        planted = answers(evaluate_set(backbone, samples, gates, batch_size=int(BATCH)))
+        planted = answers(evaluate_set(backbone, gates, lambda gating: evaluate(backbone, samples, gating, batch_size=int(BATCH))))
         if planted != answers(stock):
             return write_eval_set(tmp_path_factory.mktemp("stack-eval"), with_answers(triples, planted)), layer
     pytest.fail("no gate changes an answer of the model; raise ATTENTION_GAIN or the samples")
