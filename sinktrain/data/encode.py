@@ -127,7 +127,8 @@ class SampleEncoder:
         images = decode_images(image_members(raw))
         try:
             if self.one_example_per_turn and len(answer_ends(conversations)) > 1:
-                examples = turn_examples(self.encode, conversations, images)
+                processed = self.image_inputs(images) if images else ({}, [])  # once, not once per turn
+                examples = turn_examples(lambda turns: self.encode(turns, images, processed), conversations)
             else:
                 example = self.encode(conversations, images)
                 examples = [] if example is None else [{**example, "question": first_question(conversations)}]
@@ -140,9 +141,10 @@ class SampleEncoder:
         category = record.get(self.category_field)
         return [{**e, "category": category} for e in examples] if self.one_example_per_turn else {**examples[0], "category": category}
 
-    def encode(self, conversations: list[dict], images: list[Image.Image]) -> dict | None:
-        """Conversation + its decoded images (in <image> order) -> tensors; None when it must be dropped."""
-        vision, slots = self.image_inputs(images) if images else ({}, [])
+    def encode(self, conversations: list[dict], images: list[Image.Image], processed: tuple[dict, list[int]] | None = None) -> dict | None:
+        """Conversation + its decoded images (in <image> order) -> tensors; None when it must be
+        dropped. ``processed``: the images' (vision, slots) when already computed (one per turn)."""
+        vision, slots = processed or (self.image_inputs(images) if images else ({}, []))
         example = encode(conversations, self.tokenizer, self.template, self.image_token_id, slots, self.max_length, self.on_overflow)
         if example is None:
             return None

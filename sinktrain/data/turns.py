@@ -7,7 +7,7 @@ while generation reads the end of the question being answered. So LSG trains ans
 example: turns before it as context (unsupervised), only answer t supervised, its gate reading
 the end of question t: exactly the prompt ``generate()`` sees with that history.
 
-    examples = turn_examples(encoder, conversations, images)   # [turn 1's, turn 2's, ...]
+    examples = turn_examples(encode, conversations)   # [turn 1's, turn 2's, ...]
 """
 
 from __future__ import annotations
@@ -43,12 +43,12 @@ def question_of(conversations: list[dict]) -> str:
     return " ".join(str(last).replace(IMAGE_PLACEHOLDER, " ").split())
 
 
-def turn_examples(encode, conversations: list[dict], images: list) -> list[dict]:
-    """``encode(conversations, images) -> example | None`` for each answer's prefix, labels cut to
-    that answer. Stops at the first turn that no longer fits --max_length (later ones are longer)."""
+def turn_examples(encode, conversations: list[dict]) -> list[dict]:
+    """``encode(turns) -> example | None`` for each answer's prefix, labels cut to that answer.
+    Stops at the first turn that no longer fits --max_length (later ones are longer)."""
     examples = []
     for end in answer_ends(conversations):
-        example = encode(conversations[:end], images)
+        example = encode(conversations[:end])
         if example is None:
             break
         labels = last_answer_only(example["labels"])
