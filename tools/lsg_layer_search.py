@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from sinktrain.benchmarks import BENCHMARKS  # noqa: E402
 from sinktrain.errors import SinkTrainError  # noqa: E402
-from sinktrain.eval.setup import add_eval_flags, load_eval_backbone  # noqa: E402
+from sinktrain.eval.setup import add_eval_flags, eval_kwargs, load_eval_backbone  # noqa: E402
 from sinktrain.lsg.layer_search import (  # noqa: E402
     benchmark_paths, best_per_block, load_benchmarks, ranked_layers, search_table, train_command, trained,
 )
@@ -97,8 +97,7 @@ def main(argv=None) -> None:
     benchmarks = load_benchmarks(args.benchmark, args.benchmark_paths, args.limit)  # checked before hours of training
     train_layers(args, out)
     backbone = load_eval_backbone(args)
-    eval_kwargs = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "template": args.template}
-    write_results(search_table(backbone, args.layers, out, benchmarks, eval_kwargs), args, out)
+    write_results(search_table(backbone, args.layers, out, benchmarks, eval_kwargs(args, benchmark=True)), args, out)
 
 
 if __name__ == "__main__":

@@ -78,8 +78,7 @@ def main(argv=None) -> None:
     benchmarks = load_benchmarks(args.benchmark, args.benchmark_paths, args.limit) if args.benchmark else None
     backbone = load_eval_backbone(args)
     if benchmarks:
-        kwargs = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "template": args.template}
-        result = greedy_stack(backbone, None, sets, score=benchmark_scorer(backbone, benchmarks, kwargs))
+        result = greedy_stack(backbone, None, sets, score=benchmark_scorer(backbone, benchmarks, eval_kwargs(args, benchmark=True)))
     else:
         result = greedy_stack(backbone, load_eval_samples(args), sets, **eval_kwargs(args))
     stacked = merge_gate_sets(chosen_sets(result, sets, args.keep))

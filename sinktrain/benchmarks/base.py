@@ -10,6 +10,7 @@ metric over every judged item). The runner (``sinktrain.benchmarks.runner``) doe
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -43,7 +44,7 @@ class Scores:
     notes: list[str] = field(default_factory=list)  # how to read them (formula, departures from the reference)
 
 
-class Benchmark:
+class Benchmark(ABC):
     name: str
     hub_id: str
     config: str | None = None
@@ -54,14 +55,17 @@ class Benchmark:
     max_new_tokens: int = 32  # enough for the answers the prompt asks for; --max_new_tokens overrides
     reference: str = ""  # whose prompt and scoring rule this follows
 
+    @abstractmethod
     def item(self, row: dict, images: Callable[..., LazyImages]) -> Item:
-        raise NotImplementedError
+        """One row (image columns left out) -> its prompt text, images, gold answer and sub-task."""
 
+    @abstractmethod
     def judge(self, item: Item, response: str) -> Judged:
-        raise NotImplementedError
+        """A response -> the answer read from it (None: unparsed) and whether it is right."""
 
+    @abstractmethod
     def scores(self, items: list[Item], judged: list[Judged]) -> Scores:
-        raise NotImplementedError
+        """The benchmark's own metric over every judged item."""
 
 
 class LazyImages(Sequence):

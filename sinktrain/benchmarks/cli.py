@@ -15,6 +15,7 @@ import time
 from sinktrain.benchmarks import BENCHMARKS, get_benchmark, load_rows
 from sinktrain.benchmarks.ranks import eval_ranks, finish, gather
 from sinktrain.errors import SinkTrainError
+from sinktrain.eval.setup import eval_kwargs
 
 
 def add_benchmark_flags(parser: argparse.ArgumentParser) -> None:
@@ -45,9 +46,7 @@ def run_from_flags(args: argparse.Namespace, load_backbone, attach_method) -> di
     backbone = load_backbone(args)
     method, gating = attach_method(backbone, args)
     started = time.perf_counter()
-    run = run_benchmark(
-        backbone, bench, rows, gating, method, args.batch_size, args.max_new_tokens, args.template, progress=True, share=(rank, world),
-    )
+    run = run_benchmark(backbone, bench, rows, gating, method, **eval_kwargs(args, benchmark=True), progress=True, share=(rank, world))
     summary = add_up(gather(method.summary())) if world > 1 else method.summary()
     if not args.report_r_sink:
         run.r_sink.clear()

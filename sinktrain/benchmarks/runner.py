@@ -10,6 +10,7 @@ exactly. Generation is the evaluation path every method already uses (``--method
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from sinktrain.benchmarks.base import Benchmark, Item, Judged, LazyImages, Scores
@@ -43,9 +44,8 @@ def build_items(bench: Benchmark, rows) -> list[Item]:
     items = [bench.item(row, lambda *columns, i=index: LazyImages(image_rows, i, columns)) for index, row in enumerate(text_rows)]
     items = [item if item.key else replace(item, key=str(index)) for index, item in enumerate(items)]
     items = numbered(items) if bench.keys_repeat else items
-    keys = [item.key for item in items]
-    if len(set(keys)) != len(keys):
-        duplicate = next(key for key in keys if keys.count(key) > 1)
+    duplicate = next((key for key, count in Counter(item.key for item in items).items() if count > 1), None)
+    if duplicate is not None:
         raise SinkTrainError(f"{bench.name}: two rows share the id {duplicate!r}; the data is not {bench.hub_id}'s (ids are unique there)")
     return items
 

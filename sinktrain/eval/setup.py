@@ -71,6 +71,8 @@ def load_eval_samples(args: argparse.Namespace) -> list[EvalSample]:
     return read_eval_set(args.data or demo_eval_pattern(), args.limit)
 
 
-def eval_kwargs(args: argparse.Namespace) -> dict:
-    """The keyword arguments of sinktrain.eval.evaluate that these flags set."""
-    return {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens or EVAL_SET_TOKENS, "template": args.template}
+def eval_kwargs(args: argparse.Namespace, benchmark: bool = False) -> dict:
+    """The keyword arguments of sinktrain.eval.evaluate (or, with ``benchmark``, of
+    sinktrain.benchmarks.run_benchmark, where None means each benchmark's own answer length) that these flags set."""
+    tokens = args.max_new_tokens if benchmark else args.max_new_tokens or EVAL_SET_TOKENS
+    return {"batch_size": args.batch_size, "max_new_tokens": tokens, "template": args.template}
