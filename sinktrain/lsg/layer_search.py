@@ -15,8 +15,10 @@ number (its first table: MMStar's categories, CV-Bench's tasks, ...), "overall" 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from sinktrain.errors import SinkTrainError
 from sinktrain.lsg.gate_file import META
@@ -88,15 +90,6 @@ def subtask_scores(run) -> dict[str, float]:
     return scores | {OVERALL: float(next(iter(run.scores.headline.values())))}
 
 
-def cached_scores(path: Path, evaluate) -> dict[str, float]:
-    if path.is_file():
-        return json.loads(path.read_text())
-    scores = evaluate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, json.dumps(scores, indent=2))
-    return scores
-
-
 def benchmark_scores(backbone, item: SearchBenchmark, gating, eval_kwargs: dict) -> dict[str, float]:
     from sinktrain.benchmarks.runner import run_benchmark
 
@@ -122,30 +115,41 @@ def benchmark_scorer(backbone, benchmarks: list[SearchBenchmark], eval_kwargs: d
     return score
 
 
-def gated_scores(backbone, gates: Path, item: SearchBenchmark, eval_kwargs: dict) -> dict[str, float]:
+@contextmanager
+def attached(backbone, gates: Path | None) -> Iterator:
+    """The gates of a checkpoint on the backbone for the block (None: the stock model)."""
+    if gates is None:
+        yield None
+        return
     (gate_set,) = read_gate_sets([str(gates)])
     meta = gate_set.meta
     with scoped_gating(backbone, meta.layers, meta.groups, gate_set.state, meta.scale_layout_slots) as gating:
-        return benchmark_scores(backbone, item, gating, eval_kwargs)
+        yield gating
+
+
+def scores_at(backbone, benchmarks: list[SearchBenchmark], cache_dir: Path, tag: str, gates: Path | None, eval_kwargs: dict) -> dict:
+    """{benchmark: sub-task scores} of the stock model or a gate checkpoint: cached ones read back
+    (``cache_dir/BENCH{tag}.json``), the rest evaluated under one attachment of the gates and cached."""
+    paths = {b.bench.name: cache_dir / f"{b.bench.name}{tag}.json" for b in benchmarks}
+    scores = {name: json.loads(path.read_text()) for name, path in paths.items() if path.is_file()}
+    missing = [b for b in benchmarks if b.bench.name not in scores]
+    if missing:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with attached(backbone, gates) as gating:
+            for b in missing:
+                scores[b.bench.name] = benchmark_scores(backbone, b, gating, eval_kwargs)
+                write_atomically(paths[b.bench.name], json.dumps(scores[b.bench.name], indent=2))
+    return {b.bench.name: scores[b.bench.name] for b in benchmarks}
 
 
 def search_table(backbone, layers: list[int], out: Path, benchmarks: list[SearchBenchmark], eval_kwargs: dict, progress=print) -> dict:
     """Scores of the stock model and of every layer's gates at every epoch, and their gains."""
-    stock = {
-        b.bench.name: cached_scores(out / "stock" / f"{b.bench.name}.json", lambda b=b: benchmark_scores(backbone, b, None, eval_kwargs))
-        for b in benchmarks
-    }
+    stock = scores_at(backbone, benchmarks, out / "stock", "", None, eval_kwargs)
     table = {"stock": stock, "layers": {}}
     for layer in layers:
         for epoch, gates in enumerate(epoch_gates(out, layer), start=1):
             progress(f"layer {layer}, epoch {epoch} ({gates.parent.name})")
-            scores = {
-                b.bench.name: cached_scores(
-                    layer_dir(out, layer) / "eval" / f"{b.bench.name}_{gates.parent.name}.json",
-                    lambda b=b: gated_scores(backbone, gates, b, eval_kwargs),
-                )
-                for b in benchmarks
-            }
+            scores = scores_at(backbone, benchmarks, layer_dir(out, layer) / "eval", f"_{gates.parent.name}", gates, eval_kwargs)
             gains = {name: {task: value - stock[name][task] for task, value in tasks.items()} for name, tasks in scores.items()}
             entry = {"gates": str(gates), "step": gates.parent.name, "scores": scores, "gains": gains}
             table["layers"].setdefault(str(layer), {})[str(epoch)] = entry
