@@ -133,19 +133,11 @@ def timing(clock: dict[str, float], samples: int) -> dict[str, float]:
     return {"seconds_per_sample": clock["total"] / count, "method_seconds_per_sample": clock["method"] / count}
 
 
-def evaluate(
-    backbone: Backbone,
-    samples: list[EvalSample],
-    gating=None,
-    batch_size: int = 16,
-    max_new_tokens: int = 8,
-    template: str | None = None,
-    method: EvalMethod | None = None,
-    progress: bool = False,
-) -> Results:
+def evaluate(backbone: Backbone, samples: list[EvalSample], gating=None, method: EvalMethod | None = None, **generation) -> Results:
     """Greedy answers to every sample's first question, scored by exact match; ``method``
-    (sinktrain.eval.methods) prepares each batch, and its preparation time is kept apart."""
+    (sinktrain.eval.methods) prepares each batch, and its preparation time is kept apart;
+    ``generation``: generate_answers' batch_size, max_new_tokens, template, progress."""
     method = method or EvalMethod("stock")
-    answers = generate_answers(backbone, samples, gating, batch_size, max_new_tokens, template, method, progress)
+    answers = generate_answers(backbone, samples, gating, method=method, **generation)
     predictions = [Prediction(s.key, s.category, s.answer, t, d) for s, t, d in zip(samples, answers.texts, answers.details)]
     return Results(predictions, answers.r_sink, method.name, timing(answers.clock, len(samples)), method.summary(), method.loaded)
