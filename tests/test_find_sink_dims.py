@@ -33,7 +33,7 @@ from sinktrain.backbones.registry import PROFILE_FILE, load_backbone
 from sinktrain.data.scenes import demo_samples
 from sinktrain.errors import SinkTrainError
 from sinktrain.find_sinks.images import GENERIC_QUESTION, Item, PromptEncoder, shard_items
-from sinktrain.sinks import l_sink_mask, v_sink_mask
+from sinktrain.modeling.sinks import l_sink_mask, v_sink_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "find_sink_dims.py"

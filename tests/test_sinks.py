@@ -1,4 +1,4 @@
-"""Tests for sinktrain.sinks: the pure V-sink / L-sink functions, on hand-built tensors.
+"""Tests for sinktrain.modeling.sinks: the pure V-sink / L-sink functions, on hand-built tensors.
 
 Expected masks and permutations are written out by hand, so the code under test cannot grade
 itself. Run:
@@ -8,7 +8,7 @@ itself. Run:
 import pytest
 import torch
 
-from sinktrain.sinks import (
+from sinktrain.modeling.sinks import (
     dim_threshold_mask,
     l2_norm_mask,
     l_sink_mask,

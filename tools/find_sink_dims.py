@@ -54,7 +54,7 @@ from sinktrain.find_sinks.report import artefact_warning, known_profiles_table, 
 from sinktrain.find_sinks.select import Rule  # noqa: E402
 from sinktrain.log import setup_logging  # noqa: E402
 from sinktrain.recipe import main_guard  # noqa: E402
-from sinktrain.sinks import CRITERIA  # noqa: E402
+from sinktrain.modeling.sinks import CRITERIA  # noqa: E402
 
 logger = logging.getLogger("sinktrain")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

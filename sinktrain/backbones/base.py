@@ -3,84 +3,55 @@
 Families differ in how an image becomes LLM tokens (LLaVA-1.5: a fixed 576 slots; Qwen-VL:
 dynamic resolution, a 2x2 patch merger, 3-D M-RoPE positions). Methods must not see that, so a
 backbone speaks in LLM *slots*: the positions of image tokens in the sequence, in the order the
-model fills them. Each forward runs the stock Hugging Face model (training, evaluation,
-generation and find_sink_dims alike: one forward path), and ``self.slots``
-(sinktrain.backbones.slots) records per forward which slots are visual, which are image patches,
-which image each belongs to, which are V-sinks (read on the connector's input with the profile's
-rule and mapped onto slots by the family), and where the last prompt token is. Methods read and
-reorder slots there; a family only says where its parts are and how its connector rows map to
-slots. A family is one file plus a tiny-config fixture (sinktrain.demo).
+model fills them. The model side of that contract is sinktrain.modeling.slotted.SlottedModel
+(where the parts are, how connector rows map to slots, ``self.slots`` recording each forward),
+kept free of sinktrain imports so Hugging Face exports run the same forward as remote code; a
+Backbone adds what training needs: the processor and image inputs, chat formats, the sink profile
+and its checks, vision layers for find_sink_dims, freezing. Each forward runs the stock Hugging
+Face model (training, evaluation, generation and find_sink_dims alike: one forward path). A
+family is one file here plus its slot map in sinktrain/modeling and a tiny-config fixture
+(sinktrain.demo).
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import Callable, ClassVar, Iterator
+from abc import abstractmethod
+from typing import ClassVar, Iterator
 
 import torch
 from torch import nn
 
 from sinktrain.backbones.identity import vision_tower_id
 from sinktrain.backbones.profiles import SinkProfile
-from sinktrain.backbones.slots import SlotTracker
 from sinktrain.data.batch import Batch
 from sinktrain.data.chat import FORMATS
 from sinktrain.data.collate import Collator
 from sinktrain.data.encode import SampleEncoder
 from sinktrain.data.images import ImageInputs
 from sinktrain.errors import SinkTrainError
-from sinktrain.sinks import v_sink_mask
+from sinktrain.modeling.slotted import SlottedModel
+from sinktrain.train.zero import init_context
 
 
-class Backbone(ABC):
+class Backbone(SlottedModel):
     family: ClassVar[str]  # registry name, e.g. "llava"
     model_types: ClassVar[tuple[str, ...]]  # the config.model_type values this family loads
     # templates it speaks; the first is its instruction-tuning one, one is its projector-pretraining one
     chat_formats: ClassVar[tuple[str, ...]]
-    connector_group: ClassVar[int] = 1  # connector input rows per output token (Qwen's merger: 4)
     dynamic_resolution: ClassVar[bool] = False  # slots per image depend on its size (--min/max_pixels)
     # how find_sink_dims reads L-sink magnitudes by default: "rms" (VAR's weightless RMSNorm first) or "raw"
     l_sink_values: ClassVar[str] = "rms"
     # the last of vision_layers() is a LayerNorm between the residual stream and the connector
     # (DeepSeek-VL's post_layernorm): find_sink_dims judges massiveness on its input
     vision_read_after_norm: ClassVar[bool] = False
-
-    def __init__(self, model: nn.Module, processor, sink_profile: SinkProfile):
-        self.model, self.processor, self.sink_profile = model, processor, sink_profile
-        self.check_profile(model.config, sink_profile)
-        self.slots = SlotTracker(self)
-
-    # -- where the parts are (attribute paths from the model, e.g. "model.visual.merger") ---------
-    connector_path: ClassVar[str]  # the module that maps vision features to LLM embeddings
-    vision_tower_path: ClassVar[str]  # the vision encoder (may contain the connector, as Qwen's does)
     # further visual parts outside the tower, modules or bare parameters (DeepSeek-VL-Hybrid's SAM
     # branch, its resampling convolutions and mixing weight): freezing the vision freezes them too
     extra_vision_paths: ClassVar[tuple[str, ...]] = ()
-    language_model_path: ClassVar[str] = "model.language_model"  # receives inputs_embeds, position_ids
 
-    def _module(self, path: str) -> nn.Module | nn.Parameter:
-        module = self.model
-        for name in path.split("."):
-            module = getattr(module, name)
-        return module
-
-    @property
-    def connector(self) -> nn.Module:
-        return self._module(self.connector_path)
-
-    @connector.setter
-    def connector(self, module: nn.Module) -> None:
-        parent, _, name = self.connector_path.rpartition(".")
-        setattr(self._module(parent), name, module)
-        self.slots.watch_connector()
-
-    @property
-    def vision_tower(self) -> nn.Module:
-        return self._module(self.vision_tower_path)
-
-    @property
-    def language_model(self) -> nn.Module:
-        return self._module(self.language_model_path)
+    def __init__(self, model: nn.Module, processor, sink_profile: SinkProfile):
+        self.processor = processor
+        self.check_profile(model.config, sink_profile)
+        super().__init__(model, sink_profile)
 
     def vision_parameters(self) -> Iterator[nn.Parameter]:
         """Everything visual except the connector: what freezing 'the vision tower' freezes."""
@@ -95,16 +66,10 @@ class Backbone(ABC):
     def vision_layers(self) -> nn.ModuleList:
         """The vision encoder's blocks; find_sink_dims hooks them."""
 
-    @abstractmethod
     def new_connector(self) -> nn.Module:
-        """A fresh connector of this family's shape (born partitioned under ZeRO-3)."""
-
-    def decoder_layers(self) -> nn.ModuleList:
-        return self.language_model.layers
-
-    @property
-    def image_token_id(self) -> int:
-        return self.model.config.image_token_id
+        """A fresh connector of this family's shape, born partitioned under ZeRO-3."""
+        with init_context():
+            return self.connector_module()
 
     @classmethod
     @abstractmethod
@@ -128,10 +93,6 @@ class Backbone(ABC):
     @property
     def high_res_width(self) -> int | None:
         return self.high_res_width_of(self.model.config)
-
-    @property
-    def llm_width(self) -> int:
-        return self.model.config.text_config.hidden_size
 
     @classmethod
     def vision_tower_id(cls, config) -> str:
@@ -190,8 +151,13 @@ class Backbone(ABC):
         return Collator(self.tokenizer.pad_token_id, self.image_token_id, self.image_inputs.blank())
 
     def set_pixel_limits(self, min_pixels: int | None, max_pixels: int | None) -> None:
-        """Apply --min_pixels / --max_pixels (dynamic-resolution families override this)."""
-        self.check_pixel_limits(min_pixels, max_pixels)
+        """Apply --min_pixels / --max_pixels to this backbone's processor."""
+        self.limit_pixels(self.processor, min_pixels, max_pixels)
+
+    @classmethod
+    def limit_pixels(cls, processor, min_pixels: int | None, max_pixels: int | None) -> None:
+        """--min_pixels / --max_pixels on a processor of this family (dynamic-resolution families override this)."""
+        cls.check_pixel_limits(min_pixels, max_pixels)
 
     def model_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, vision: dict) -> dict:
         """Keyword arguments of the model's own forward (and generate) for these ids and images."""
@@ -202,42 +168,6 @@ class Backbone(ABC):
     def check_profile(cls, config, profile: SinkProfile) -> None:
         """Refuse a profile that cannot belong to this model (before any weight is loaded)."""
         profile.check_fits(cls.vision_width_of(config), config.text_config.hidden_size, cls.high_res_width_of(config))
-
-    def token_sink_mask(self, features: torch.Tensor, *more_inputs: torch.Tensor) -> torch.Tensor:
-        """V-sink flag of every connector output token, from the connector's input(s) (flat, in its order).
-
-        A token made of several input rows (Qwen's 2x2 merge) is a V-sink when any of them is. A
-        connector with several inputs per token (DeepSeek-VL-Hybrid's) gets them all; by default
-        V-sinks are read on the first."""
-        profile = self.sink_profile
-        rows = v_sink_mask(features, profile.criterion, profile.tau_v, profile.vit_dims).reshape(-1)
-        return rows.view(-1, self.connector_group).any(dim=-1)
-
-    def to_slot_order(self, per_token: torch.Tensor, vision: dict) -> torch.Tensor:
-        """Per-token V-sink flags in connector-output order -> one per visual slot, in slot order.
-
-        A family may drop tokens (unpadding), blend them (a downscaled grid: a slot is a V-sink when
-        any token it blends is) and insert slots of its own (newlines: False)."""
-        return per_token
-
-    def watch_vision(self, note: Callable[[dict], None]) -> list:
-        """Hooks that report a forward's whole image inputs when the vision tower's own call does not
-        carry them (LLaVA-OneVision's image sizes): each calls ``note(vision)`` once the images are
-        encoded, with the forward's keyword names. Returns handles with ``remove()``."""
-        return []
-
-    def patch_slots(self, vision: dict, visual_slots: int) -> torch.Tensor:
-        """(visual_slots,) bool: which visual slots hold image content, as opposed to layout tokens
-        such as LLaVA-OneVision's row newlines (never V-sinks, never reordered, gated only on request)."""
-        return torch.ones(visual_slots, dtype=torch.bool)
-
-    def vision_call_inputs(self, args: tuple, kwargs: dict) -> dict:
-        """The image inputs of one call of the vision tower, named as the model's forward names them."""
-        return {"pixel_values": kwargs.get("pixel_values", args[0] if args else None)}
-
-    @abstractmethod
-    def slots_per_image(self, vision: dict, visual_slots: int) -> list[int]:
-        """How many slots each image of a forward's ``vision`` inputs fills."""
 
     @abstractmethod
     def vision_states(self, hidden: torch.Tensor, vision: dict) -> tuple[torch.Tensor, torch.Tensor]:

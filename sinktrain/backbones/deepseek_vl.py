@@ -22,14 +22,11 @@ import torch
 from PIL import Image
 from torch import nn
 from transformers import DeepseekVLForConditionalGeneration, DeepseekVLHybridForConditionalGeneration
-from transformers.models.deepseek_vl.modeling_deepseek_vl import DeepseekVLAligner
-from transformers.models.deepseek_vl_hybrid.modeling_deepseek_vl_hybrid import DeepseekVLHybridAligner
 
 from sinktrain.backbones.base import Backbone
 from sinktrain.backbones.profiles import SinkProfile
 from sinktrain.errors import SinkTrainError
-from sinktrain.sinks import v_sink_mask
-from sinktrain.train.zero import init_context
+from sinktrain.modeling.deepseek_slots import DeepseekVLHybridSlots, DeepseekVLSlots, deepseek_image_slots
 
 POST_NORM_LAYER = -1  # the hidden-state index of post_layernorm's output in vision_layers()
 
@@ -53,7 +50,7 @@ class DeepseekImageInputs:
 def image_slots(processor, config) -> int:
     """Slots per image: the processor's expansion of its image token, which must be the grid's size."""
     vision = config.vision_config
-    grid = (vision.image_size // vision.patch_size) ** 2
+    grid = deepseek_image_slots(config)
     expands = getattr(processor, "num_image_tokens", grid)
     if expands != grid:
         raise SinkTrainError(
@@ -69,13 +66,11 @@ def image_slots(processor, config) -> int:
     return grid
 
 
-class DeepseekVLBackbone(Backbone):
+class DeepseekVLBackbone(DeepseekVLSlots, Backbone):
     family = "deepseek_vl"
     model_types = ("deepseek_vl",)
     hf_classes = {"deepseek_vl": DeepseekVLForConditionalGeneration}
     chat_formats = ("deepseek", "deepseek_plain")
-    connector_path = "model.aligner"
-    vision_tower_path = "model.vision_model"
     image_keys: tuple[str, ...] = ("pixel_values",)
     vision_read_after_norm = True
 
@@ -106,22 +101,15 @@ class DeepseekVLBackbone(Backbone):
         tower = self.vision_tower
         return nn.ModuleList([*tower.encoder.layers, tower.post_layernorm])
 
-    def new_connector(self) -> nn.Module:
-        with init_context():
-            return DeepseekVLAligner(self.model.config)
-
     @property
     def image_inputs(self) -> DeepseekImageInputs:
         return DeepseekImageInputs(self.processor.image_processor, self._image_slots, self.image_keys)
-
-    def slots_per_image(self, vision: dict, visual_slots: int) -> list[int]:
-        return [self._image_slots] * vision["pixel_values"].shape[0]
 
     def vision_states(self, hidden: torch.Tensor, vision: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return hidden, torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
 
 
-class DeepseekVLHybridBackbone(DeepseekVLBackbone):
+class DeepseekVLHybridBackbone(DeepseekVLHybridSlots, DeepseekVLBackbone):
     family = "deepseek_vl_hybrid"
     model_types = ("deepseek_vl_hybrid",)
     hf_classes = {"deepseek_vl_hybrid": DeepseekVLHybridForConditionalGeneration}
@@ -132,18 +120,3 @@ class DeepseekVLHybridBackbone(DeepseekVLBackbone):
     def high_res_width_of(cls, config) -> int:
         """Channels of the SAM tensor the aligner receives (after the resampling convolutions)."""
         return config.high_res_vision_config.output_channels * 4
-
-    def new_connector(self) -> nn.Module:
-        with init_context():
-            return DeepseekVLHybridAligner(self.model.config)
-
-    def token_sink_mask(self, features: torch.Tensor, *more_inputs: torch.Tensor) -> torch.Tensor:
-        """V-sinks of the branch the profile names (``sink_branch``): SigLIP, SAM or either."""
-        profile = self.sink_profile
-        (high_res,) = more_inputs
-        sinks = torch.zeros(features.shape[:-1], dtype=torch.bool, device=features.device)
-        if profile.sink_branch in ("low_res", "either"):
-            sinks |= v_sink_mask(features, profile.criterion, profile.tau_v, profile.vit_dims)
-        if profile.sink_branch in ("high_res", "either"):
-            sinks |= v_sink_mask(high_res, profile.criterion, profile.tau_high_res, profile.high_res_dims)
-        return sinks.reshape(-1)

@@ -12,12 +12,11 @@ import torch
 from PIL import Image
 from torch import nn
 from transformers import LlavaForConditionalGeneration
-from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from sinktrain.backbones.base import Backbone
 from sinktrain.backbones.profiles import SinkProfile
 from sinktrain.errors import SinkTrainError
-from sinktrain.train.zero import init_context
+from sinktrain.modeling.llava_slots import LlavaSlots, llava_image_slots
 
 
 def expand_to_square(image: Image.Image, background: tuple[int, ...]) -> Image.Image:
@@ -60,16 +59,20 @@ class SquareImageInputs:
         return self([Image.new("RGB", self.size, self.background)])
 
 
-class LlavaBackbone(Backbone):
+class LlavaBackbone(LlavaSlots, Backbone):
     family = "llava"
     model_types = ("llava",)
     hf_classes = {"llava": LlavaForConditionalGeneration}
     chat_formats = ("v1", "plain")
-    connector_path = "model.multi_modal_projector"
-    vision_tower_path = "model.vision_tower"
 
     def __init__(self, model, processor, sink_profile):
-        self._image_slots = self._count_processor_image_tokens(processor, model.config.image_token_id)
+        self._image_slots = llava_image_slots(model.config)
+        expands = self._count_processor_image_tokens(processor, model.config.image_token_id)
+        if expands != self._image_slots:
+            raise SinkTrainError(
+                f"the processor expands each image into {expands} tokens, but this model's projector gives "
+                f"{self._image_slots} per image; load the processor saved with this model"
+            )
         super().__init__(model, processor, sink_profile)
 
     @classmethod
@@ -88,10 +91,6 @@ class LlavaBackbone(Backbone):
     def vision_layers(self) -> nn.ModuleList:
         return self.vision_tower.encoder.layers
 
-    def new_connector(self) -> nn.Module:
-        with init_context():
-            return LlavaMultiModalProjector(self.model.config)
-
     @staticmethod
     def _count_processor_image_tokens(processor, image_token_id: int) -> int:
         """How many tokens the processor expands one <image> into (576 for LLaVA-1.5-7B)."""
@@ -103,9 +102,6 @@ class LlavaBackbone(Backbone):
     @property
     def image_inputs(self) -> SquareImageInputs:
         return SquareImageInputs(self.processor.image_processor, self._image_slots)
-
-    def slots_per_image(self, vision: dict, visual_slots: int) -> list[int]:
-        return [self._image_slots] * vision["pixel_values"].shape[0]
 
     def vision_states(self, hidden: torch.Tensor, vision: dict) -> tuple[torch.Tensor, torch.Tensor]:
         if self.model.config.vision_feature_select_strategy == "default":

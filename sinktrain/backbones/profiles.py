@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from sinktrain.errors import SinkTrainError
-from sinktrain.sinks import CRITERIA
+from sinktrain.modeling.sinks import CRITERIA
 
 SINK_RULES = ("auto", "diysink", "lsg")  # DIYSink's L2 norm, LSG's dimension threshold (with_rule)
 BRANCHES = ("low_res", "high_res", "either")  # which vision branch defines V-sinks (DeepSeek-VL-Hybrid)

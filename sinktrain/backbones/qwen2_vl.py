@@ -15,12 +15,11 @@ import torch
 from PIL import Image
 from torch import nn
 from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
-from transformers.vision_utils import get_vision_window_index
 
 from sinktrain.backbones.base import Backbone
 from sinktrain.backbones.profiles import SinkProfile
 from sinktrain.errors import SinkTrainError
-from sinktrain.train.zero import init_context
+from sinktrain.modeling.qwen_slots import QwenSlots, qwen_vision_width
 
 MERGER_INPUT = -1  # the merger reads the last vision block's output
 
@@ -44,31 +43,16 @@ class QwenImageInputs:
         return self([Image.new("RGB", (side, side), colour)])
 
 
-class Qwen2VLBackbone(Backbone):
+class Qwen2VLBackbone(QwenSlots, Backbone):
     family = "qwen2_vl"
     model_types = ("qwen2_vl", "qwen2_5_vl")
     hf_classes = {"qwen2_vl": Qwen2VLForConditionalGeneration, "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration}
     chat_formats = ("qwen2_vl", "qwen2_vl_plain")
-    connector_path = "model.visual.merger"
-    vision_tower_path = "model.visual"
     dynamic_resolution = True
-
-    def __init__(self, model, processor, sink_profile):
-        self._merger_class = type(model.model.visual.merger)
-        super().__init__(model, processor, sink_profile)
-
-    @property
-    def windowed(self) -> bool:
-        return self.model.config.model_type == "qwen2_5_vl"
-
-    @property
-    def connector_group(self) -> int:
-        return self.model.config.vision_config.spatial_merge_size ** 2
 
     @classmethod
     def vision_width_of(cls, config) -> int:
-        vision = config.vision_config
-        return vision.embed_dim if config.model_type == "qwen2_vl" else vision.hidden_size  # Qwen2-VL's hidden_size is the LLM's
+        return qwen_vision_width(config)
 
     @classmethod
     def feature_layer(cls, config) -> int:
@@ -86,44 +70,25 @@ class Qwen2VLBackbone(Backbone):
     def vision_layers(self) -> nn.ModuleList:
         return self.vision_tower.blocks
 
-    def new_connector(self) -> nn.Module:
-        vision = self.model.config.vision_config
-        out = vision.hidden_size if self.model.config.model_type == "qwen2_vl" else vision.out_hidden_size
-        with init_context():
-            return self._merger_class(dim=out, context_dim=self.vision_width, spatial_merge_size=vision.spatial_merge_size)
-
     @property
     def image_inputs(self) -> QwenImageInputs:
         return QwenImageInputs(self.processor.image_processor)
 
-    def set_pixel_limits(self, min_pixels: int | None, max_pixels: int | None) -> None:
+    @classmethod
+    def limit_pixels(cls, processor, min_pixels: int | None, max_pixels: int | None) -> None:
         """--min_pixels / --max_pixels as Qwen's processor takes them: every image is resized (aspect
         kept, sides multiples of patch x merge) to a pixel count in that range."""
-        self.check_pixel_limits(min_pixels, max_pixels)
-        size = dict(self.processor.image_processor.size)
+        cls.check_pixel_limits(min_pixels, max_pixels)
+        size = dict(processor.image_processor.size)
         size.update({k: v for k, v in (("shortest_edge", min_pixels), ("longest_edge", max_pixels)) if v is not None})
         if size["shortest_edge"] > size["longest_edge"]:
             raise SinkTrainError(f"--min_pixels {size['shortest_edge']} exceeds --max_pixels {size['longest_edge']}; pass min <= max")
-        self.processor.image_processor.size = size
+        processor.image_processor.size = size
 
     def model_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, vision: dict) -> dict:
         # transformers 5 computes M-RoPE positions only when told which tokens are image tokens
         types = (input_ids == self.image_token_id).int()
         return {**super().model_inputs(input_ids, attention_mask, vision), "mm_token_type_ids": types}
-
-    def vision_call_inputs(self, args: tuple, kwargs: dict) -> dict:
-        grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)  # visual(pixel_values, grid_thw=...)
-        return {"pixel_values": kwargs.get("hidden_states", args[0] if args else None), "image_grid_thw": grid}
-
-    def slots_per_image(self, vision: dict, visual_slots: int) -> list[int]:
-        return (vision["image_grid_thw"].prod(-1) // self.connector_group).tolist()
-
-    def to_slot_order(self, per_token: torch.Tensor, vision: dict) -> torch.Tensor:
-        if not self.windowed:
-            return per_token
-        config = self.model.config.vision_config
-        window_index, _ = get_vision_window_index(vision["image_grid_thw"], config.spatial_merge_size, config.window_size, config.patch_size)
-        return per_token[torch.argsort(window_index.to(per_token.device))]
 
     def vision_states(self, hidden: torch.Tensor, vision: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """The flat (patches, D) sequence of a batch -> (images, patches, D), padded; each image's

@@ -5,7 +5,7 @@ type).
 Each record is a demo sample with an image and its first question; its answer is what the
 family's trained demo model says when it sees only some of the visual tokens. The model is the one
 ReW starts from on the demo (the DualMLP of its own projector, V-sinks first), the selection the
-one CoT routing uses (sinktrain.backbones.slot_select, masked out of attention):
+one CoT routing uses (sinktrain.modeling.slot_select, masked out of attention):
 
 * category "global" (count and caption questions): the answer given from the V-sinks alone;
 * category "local" (colour, shape and size questions): the answer given from the other tokens alone.
@@ -53,7 +53,7 @@ def answers_from(backbone, samples: list[tuple[dict, bytes]], part: str) -> list
 
     from PIL import Image
 
-    from sinktrain.backbones.slot_select import SELECTIONS, selecting_slots
+    from sinktrain.modeling.slot_select import SELECTIONS, selecting_slots
     from sinktrain.data.eval_set import EvalSample
     from sinktrain.eval.generate import generate_batch
 

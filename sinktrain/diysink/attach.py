@@ -10,20 +10,16 @@ their own position ids), DIYSink's order.
 from __future__ import annotations
 
 from sinktrain.backbones.base import Backbone
-from sinktrain.diysink.connector import DualMLPConnector
 from sinktrain.diysink.connector_file import load_connector_weights
-from sinktrain.diysink.sink_to_front import sink_to_front
-from sinktrain.errors import SinkTrainError
+from sinktrain.modeling.connector import DualMLPConnector
+from sinktrain.modeling.diysink import dual_mlp_connector, sink_to_front
 from sinktrain.train.zero import copy_parameters
 
 
 def attach_dual_mlp(backbone: Backbone, sink_first: bool = True, connector_init: str | None = None) -> DualMLPConnector:
-    projector = backbone.connector
-    if isinstance(projector, DualMLPConnector):
-        raise SinkTrainError("this backbone already has a DualMLP connector; attach it once")
     f_sink = backbone.new_connector()
-    copy_parameters(projector, f_sink)
-    connector = DualMLPConnector(f_sink, projector, backbone.token_sink_mask, backbone.connector_group)
+    connector = dual_mlp_connector(backbone, f_sink)
+    copy_parameters(connector.f_non, f_sink)
     if connector_init:
         load_connector_weights(backbone, connector, connector_init)
     backbone.connector = connector

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from sinktrain.backbones.base import Backbone
-from sinktrain.diysink.connector import DualMLPConnector
+from sinktrain.modeling.connector import DualMLPConnector
 from sinktrain.errors import SinkTrainError
 from sinktrain.train.checkpoint import replace_atomically
 from sinktrain.train.zero import full_state, load_state

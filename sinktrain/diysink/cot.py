@@ -29,7 +29,7 @@ from typing import Callable
 
 import torch
 
-from sinktrain.backbones.slot_select import SELECTIONS, selecting_slots
+from sinktrain.modeling.slot_select import SELECTIONS, selecting_slots
 from sinktrain.data.chat.conversation import IMAGE_PLACEHOLDER
 from sinktrain.data.encode import first_question
 from sinktrain.data.eval_set import EvalSample

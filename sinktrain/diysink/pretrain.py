@@ -3,7 +3,7 @@ Sec. 4), vision tower and LLM frozen.
 
 ``f_sink`` learns from sink-only visual input and ``f_non`` from non-sink-only input: in each
 pass the LLM receives only that projector's tokens (the other visual slots are removed from its
-input, sinktrain.backbones.slot_select), with the caption's next-token loss. With both
+input, sinktrain.modeling.slot_select), with the caption's next-token loss. With both
 projectors training, one step runs both passes on the same batch and adds their losses; each
 projector's gradient then comes from its own pass only (the other pass drops its tokens, so it
 adds exact zeros), and the optimizer (Adam, per-parameter) and schedule treat each alike, so
@@ -20,10 +20,10 @@ import tarfile
 import torch
 
 from sinktrain.backbones.base import Backbone
-from sinktrain.backbones.slot_select import SELECTIONS, compacted_lm_loss, selecting_slots
+from sinktrain.modeling.slot_select import SELECTIONS, compacted_lm_loss, selecting_slots
 from sinktrain.data.batch import Batch
 from sinktrain.data.shard_format import IMAGE_EXTENSIONS
-from sinktrain.diysink.connector import DualMLPConnector
+from sinktrain.modeling.connector import DualMLPConnector
 from sinktrain.errors import SinkTrainError
 
 PARTS = {"sink": ("sink",), "non": ("non",), "both": ("sink", "non")}

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from sinktrain.backbones.base import Backbone
-from sinktrain.backbones.slots import SlotState
+from sinktrain.modeling.slots import SlotState
 from sinktrain.data.batch import Batch
-from sinktrain.diysink.connector import DualMLPConnector
+from sinktrain.modeling.connector import DualMLPConnector
 from sinktrain.diysink.sentence import SentenceEncoder
 from sinktrain.errors import SinkTrainError
 from sinktrain.train.zero import gathered, init_context

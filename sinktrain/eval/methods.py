@@ -24,7 +24,7 @@ from typing import Callable, ContextManager
 
 import torch
 
-from sinktrain.backbones.slot_select import SELECTIONS, selecting_slots
+from sinktrain.modeling.slot_select import SELECTIONS, selecting_slots
 from sinktrain.data.eval_set import EvalSample
 from sinktrain.errors import SinkTrainError
 
@@ -63,7 +63,7 @@ def build_method(backbone, method: str, diysink_checkpoint: str | None = None, s
     if method == "stock":
         return EvalMethod(method)
     if method == "sink_to_front":
-        from sinktrain.diysink.sink_to_front import sink_to_front
+        from sinktrain.modeling.diysink import sink_to_front
 
         sink_to_front(backbone)
         return EvalMethod(method)

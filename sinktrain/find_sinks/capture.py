@@ -31,7 +31,7 @@ from sinktrain.errors import SinkTrainError
 from sinktrain.find_sinks.bins import MAGNITUDE_MASK
 from sinktrain.find_sinks.stats import SinkStats
 from sinktrain.find_sinks.tokens import CATEGORY_NAMES, token_categories
-from sinktrain.sinks import v_sink_mask
+from sinktrain.modeling.sinks import v_sink_mask
 
 GROUP_ELEMENTS = 1 << 23  # hidden-state elements counted together (32 MiB in fp32; x3 while binning)
 

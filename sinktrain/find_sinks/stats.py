@@ -119,7 +119,7 @@ class PartStats:
 
 
 def rms_normalized(hidden: torch.Tensor, eps: float = 1e-6, out: torch.Tensor | None = None) -> torch.Tensor:
-    """sinktrain.sinks.rms_normalize in fewer passes (one norm, one multiply): VAR's weightless RMSNorm."""
+    """sinktrain.modeling.sinks.rms_normalize in fewer passes (one norm, one multiply): VAR's weightless RMSNorm."""
     h = hidden.float()
     mean_square = torch.linalg.vector_norm(h, dim=-1, keepdim=True).square_().div_(h.shape[-1])
     return torch.mul(h, mean_square.add_(eps).rsqrt_(), out=out)

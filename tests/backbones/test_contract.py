@@ -18,7 +18,7 @@ import torch
 
 from sinktrain.backbones.registry import backbone_class, load_backbone, load_config
 from sinktrain.diysink.attach import attach_dual_mlp
-from sinktrain.diysink.connector import DualMLPConnector
+from sinktrain.modeling.connector import DualMLPConnector
 from sinktrain.errors import SinkTrainError
 from sinktrain.eval.generate import prompt_inputs
 from sinktrain.data.eval_set import EvalSample

@@ -1,5 +1,5 @@
 """Generation with visual slots taken away (DIYSink's sink-only / non-sink-only inputs at inference,
-CoT routing's hard selection) on every family: sinktrain.backbones.slot_select with ``by_mask``.
+CoT routing's hard selection) on every family: sinktrain.modeling.slot_select with ``by_mask``.
 
 The prefill and every decoding step mask out exactly the slots the selection drops (and the
 prompt's padding, nothing else), so each kept token sees what it would see in the compacted
@@ -10,7 +10,7 @@ cache that compacts every forward (the training path), and the same prefill logi
 import pytest
 import torch
 
-from sinktrain.backbones.slot_select import SELECTIONS, selecting_slots
+from sinktrain.modeling.slot_select import SELECTIONS, selecting_slots
 from sinktrain.data.eval_set import EvalSample
 from sinktrain.errors import SinkTrainError
 from sinktrain.eval.generate import prompt_inputs

@@ -22,7 +22,7 @@ from sinktrain.backbones.registry import load_backbone
 from sinktrain.demo import ensure_demo_model
 from sinktrain.demo import llava as planted
 from sinktrain.diysink.attach import attach_dual_mlp
-from sinktrain.diysink.connector import DualMLPConnector
+from sinktrain.modeling.connector import DualMLPConnector
 from sinktrain.errors import SinkTrainError
 
 @pytest.fixture(scope="module")

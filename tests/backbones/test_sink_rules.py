@@ -11,7 +11,7 @@ import torch
 
 from sinktrain.backbones.profiles import known_profile
 from sinktrain.errors import SinkTrainError
-from sinktrain.sinks import v_sink_mask
+from sinktrain.modeling.sinks import v_sink_mask
 
 from families import collate, with_images
 

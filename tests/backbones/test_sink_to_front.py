@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sinktrain.backbones.registry import load_backbone
-from sinktrain.diysink.sink_to_front import sink_to_front
+from sinktrain.modeling.diysink import sink_to_front
 from sinktrain.errors import SinkTrainError
 
 from families import capture_llm_inputs, collate, logits_of, position_rows, with_images

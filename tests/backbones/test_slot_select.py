@@ -1,4 +1,4 @@
-"""DIYSink stage 1's sink-only and non-sink-only inputs on every family (sinktrain.backbones.slot_select,
+"""DIYSink stage 1's sink-only and non-sink-only inputs on every family (sinktrain.modeling.slot_select,
 sinktrain.diysink.pretrain), on caption batches in the family's pretraining format.
 
 The LLM receives exactly the claimed slots (each with its own embedding and position ids) and
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sinktrain.backbones.slot_select import SELECTIONS, compacted_lm_loss
+from sinktrain.modeling.slot_select import SELECTIONS, compacted_lm_loss
 from sinktrain.data.chat.engine import IGNORE_INDEX
 from sinktrain.data.scenes import caption_samples
 from sinktrain.diysink.attach import attach_dual_mlp

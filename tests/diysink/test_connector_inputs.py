@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from sinktrain.diysink.connector import DualMLPConnector
+from sinktrain.modeling.connector import DualMLPConnector
 
 
 class TwoInputAligner(nn.Module):

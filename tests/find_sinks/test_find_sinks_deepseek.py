@@ -20,7 +20,7 @@ from sinktrain.backbones.profiles import load_profile
 from sinktrain.backbones.registry import load_backbone
 from sinktrain.demo import deepseek_vl as planted, deepseek_vl_hybrid as hybrid, demo_data_pattern, ensure_demo_model
 from sinktrain.find_sinks.images import PromptEncoder, shard_items
-from sinktrain.sinks import v_sink_mask
+from sinktrain.modeling.sinks import v_sink_mask
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = 48

@@ -23,7 +23,7 @@ from sinktrain.demo import demo_data_pattern, ensure_demo_model
 from sinktrain.demo import llava_onevision as planted
 from sinktrain.data.shards import write_shards
 from sinktrain.find_sinks.images import GENERIC_QUESTION, PromptEncoder, shard_items
-from sinktrain.sinks import l_sink_mask, v_sink_mask
+from sinktrain.modeling.sinks import l_sink_mask, v_sink_mask
 
 from stream_helpers import chat, png
 

@@ -24,7 +24,7 @@ from sinktrain.backbones.registry import load_backbone
 from sinktrain.demo import demo_data_pattern, ensure_demo_model
 from sinktrain.demo import qwen2_vl as planted
 from sinktrain.find_sinks.images import PromptEncoder, shard_items
-from sinktrain.sinks import l_sink_mask, v_sink_mask
+from sinktrain.modeling.sinks import l_sink_mask, v_sink_mask
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "find_sink_dims.py"

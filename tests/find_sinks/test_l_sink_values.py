@@ -30,7 +30,7 @@ from sinktrain.backbones.profiles import load_profile, known_profile
 from sinktrain.demo import llava as demo
 from sinktrain.errors import SinkTrainError
 from sinktrain.find_sinks.plots import ARTEFACT_COLOR
-from sinktrain.sinks import l_sink_mask, rms_normalize
+from sinktrain.modeling.sinks import l_sink_mask, rms_normalize
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "find_sink_dims.py"

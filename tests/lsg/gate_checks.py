@@ -61,8 +61,8 @@ def cached_generate_equals_recompute(backbone, gating, prompt: dict, vision: dic
 def assert_three_groups(backbone, gating, hidden, truth, layers) -> None:
     """At each layer the profile's L-sink rule finds exactly ``truth`` (planted L-sink slots), and
     the gates' groups are exactly V-sinks, those L-sinks, the other patch slots, and the rest."""
-    from sinktrain.lsg.keys import L_SINK, ORDINARY, TEXT, V_SINK
-    from sinktrain.sinks import l_sink_mask
+    from sinktrain.modeling.keys import L_SINK, ORDINARY, TEXT, V_SINK
+    from sinktrain.modeling.sinks import l_sink_mask
 
     state, profile = backbone.slots.state, backbone.sink_profile
     for layer in layers:

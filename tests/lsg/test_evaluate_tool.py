@@ -155,7 +155,7 @@ def test_diysink_checkpoint_that_is_not_one(backbone, tmp_path):
 
 def test_evaluate_a_diysink_checkpoint(model_path, diysink_checkpoint, samples):
     from sinktrain.diysink.checkpoint import consolidated_state, load_diysink_checkpoint
-    from sinktrain.diysink.connector import DualMLPConnector
+    from sinktrain.modeling.connector import DualMLPConnector
 
     backbone = load_backbone(model_path)
     load_diysink_checkpoint(backbone, diysink_checkpoint)

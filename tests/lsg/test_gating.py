@@ -22,9 +22,9 @@ from sinktrain.data.scenes import demo_samples
 from sinktrain.demo import llava as demo
 from sinktrain.errors import SinkTrainError
 from sinktrain.eval.generate import prompt_inputs
-from sinktrain.lsg.gate import SinkGate
+from sinktrain.modeling.gate import SinkGate
 from sinktrain.lsg.gating import LayerGating
-from sinktrain.lsg.keys import TEXT, V_SINK, key_scale, visual_groups
+from sinktrain.modeling.keys import TEXT, V_SINK, key_scale, visual_groups
 
 from gate_checks import assert_keys_scaled, assert_three_groups, cached_generate_equals_recompute, last_prompt_index
 

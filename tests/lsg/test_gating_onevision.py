@@ -26,8 +26,8 @@ from sinktrain.errors import SinkTrainError
 from sinktrain.eval.generate import prompt_inputs
 from sinktrain.lsg.gate_file import gate_state, gating_from_checkpoint, meta_for, save_gates
 from sinktrain.lsg.gating import LayerGating
-from sinktrain.lsg.keys import L_SINK, ORDINARY, TEXT, V_SINK
-from sinktrain.sinks import l_sink_mask
+from sinktrain.modeling.keys import L_SINK, ORDINARY, TEXT, V_SINK
+from sinktrain.modeling.sinks import l_sink_mask
 
 C_SINK, C_REST = 0.4, 1.6
 

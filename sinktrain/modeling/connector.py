@@ -5,7 +5,7 @@ whole connector (LLaVA's Linear-GELU-Linear; Qwen's merger, which takes the 2x2 
 token). Each output token goes through exactly one of them: ``f_sink`` when the backbone's sink
 rule flags it (``Backbone.token_sink_mask``, on this connector's input(s)), ``f_non`` otherwise. The
 output has the stock connector's shape and order, so the model places it in the slots as usual;
-sinks-first ordering is a permutation of slots (sinktrain.backbones.slots.sink_first_order),
+sinks-first ordering is a permutation of slots (sinktrain.modeling.slots.sink_first_order),
 applied where the LLM receives its inputs, so positions move with their tokens.
 """
 

@@ -11,9 +11,37 @@ Definitions follow Sun et al. 2024 ("Massive Activations in LLMs"), DIYSink ("To
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
+
 import torch
 
 CRITERIA = ("dim_threshold", "l2_norm")
+
+
+@dataclass(frozen=True)
+class SinkRule:
+    """What the forward needs to find sinks: the model-side part of a sink profile (sinktrain's
+    SinkProfile has these fields and more; an export stores this part in its config)."""
+
+    criterion: str
+    tau_v: float
+    vit_dims: list[int] = field(default_factory=list)
+    llm_dims: list[int] = field(default_factory=list)
+    tau_l: float | None = None
+    llm_rms_norm: bool = True
+    sink_branch: str = "low_res"  # DeepSeek-VL-Hybrid: V-sinks of "low_res", "high_res" or "either"
+    high_res_dims: list[int] = field(default_factory=list)
+    tau_high_res: float | None = None
+
+    @classmethod
+    def of(cls, profile) -> "SinkRule":
+        """The rule of any object with these fields (a SinkProfile, or a dict from a config)."""
+        get = profile.get if isinstance(profile, dict) else lambda name, default: getattr(profile, name, default)
+        return cls(**{f.name: get(f.name, None) for f in dataclasses.fields(cls) if get(f.name, None) is not None})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def dim_threshold_mask(hidden: torch.Tensor, dims: list[int], tau: float) -> torch.Tensor:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sinktrain.train.zero import gathered
-
 GATE_HIDDEN = 64
 
 
@@ -27,10 +25,9 @@ class SinkGate(nn.Module):
         self.make_neutral()
 
     def make_neutral(self) -> None:
-        """Zero the last Linear: a uniform softmax, every coefficient exactly 1. Under ZeRO-3's
-        ``zero.Init`` the Linear is already partitioned here (its local data is empty), so a plain
-        ``zeros_`` would do nothing and the gate would start random: edit it gathered."""
-        with gathered(self.out.parameters(), modifier_rank=0):
+        """Zero the last Linear: a uniform softmax, every coefficient exactly 1. (Under ZeRO-3 the
+        Linear is born partitioned and this edits nothing: sinktrain.lsg.gating redoes it gathered.)"""
+        with torch.no_grad():
             nn.init.zeros_(self.out.weight)
             nn.init.zeros_(self.out.bias)
 

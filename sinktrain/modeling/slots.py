@@ -1,6 +1,6 @@
 """Per-forward slot bookkeeping: which LLM positions hold image tokens, and what methods do to them.
 
-Forward hooks on the stock model, installed once per backbone (no copied modeling code):
+Forward hooks on the stock model, installed once per slotted model (slotted.py; no copied modeling code):
 
 * on the model itself (pre-forward): the forward's ``input_ids``, attention mask and labels say
   where the slots are and where the last prompt token is (the position before the first label;
@@ -9,7 +9,7 @@ Forward hooks on the stock model, installed once per backbone (no copied modelin
   fills, how the family orders them), completed by the family's ``watch_vision`` hooks where the
   tower's call does not carry them all;
 * on the connector (pre-forward): V-sinks are read on its input with the profile's rule
-  (``Backbone.token_sink_mask``);
+  (``SlottedModel.token_sink_mask``);
 * on the language model (pre-forward): the state of this forward is assembled (V-sinks mapped
   onto slots by the family's ``to_slot_order``), and registered ``orderers`` (DIYSink's
   sink-first order) may permute each image's patch slots. Embeddings and position ids move
@@ -17,7 +17,7 @@ Forward hooks on the stock model, installed once per backbone (no copied modelin
   1-D RoPE) wherever it goes; the causal mask is by sequence index, so a moved token is seen by
   everything after its new place. The recorded masks follow the permutation, so LSG reads them
   in the order the LLM sees. A ``scaler`` then multiplies each slot's embedding (DIYSink's ReW
-  weights), and a ``selector`` (sinktrain.backbones.slot_select) takes visual slots away from
+  weights), and a ``selector`` (slot_select.py) takes visual slots away from
   the LLM: a training forward removes them from its input (its output is put back at full
   length); with ``select_by_mask`` (generation) they are masked out of attention instead, at the
   prefill and in every decoding step, so the KV cache keeps the sequence's layout.
@@ -38,10 +38,9 @@ from typing import Callable
 
 import torch
 
-from sinktrain.backbones.slot_select import Compaction, compact_inputs, hide_slots
-from sinktrain.errors import SinkTrainError
+from .errors import SinkTrainError
+from .slot_select import IGNORE_INDEX, Compaction, compact_inputs, hide_slots
 
-IGNORE_INDEX = -100
 LATER = 1 << 40  # sort key offset that puts non-patch positions after every patch slot
 
 
@@ -246,7 +245,7 @@ class SlotTracker:
             if sum(per_image) != count:
                 raise SinkTrainError(
                     f"the sequence holds {count} image-token slots but the images fill {sum(per_image)} ({per_image}); "
-                    "build samples with sinktrain.data (each image's placeholder expands to its slot count)"
+                    "build samples with the model's processor or sinktrain.data (each image's placeholder expands to its slot count)"
                 )
             image[visual] = torch.repeat_interleave(torch.arange(len(per_image), device=image.device), torch.tensor(per_image, device=image.device))
         patch = visual.clone()

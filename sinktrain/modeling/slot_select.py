@@ -2,7 +2,7 @@
 non-sink-only inputs, "To Sink or Not to Sink", Sec. 4).
 
 The other visual slots are removed from the LLM's input, not masked: where the language model
-starts (sinktrain.backbones.slots), the kept tokens move to the front of the sequence in their
+starts (slots.py), the kept tokens move to the front of the sequence in their
 order, each with its own position ids, and the rest of the sequence becomes right padding that
 no token attends to. Attention then sees exactly what a sequence without those slots would hold
 (RoPE depends only on the position ids a token carries). The language model's output is put
@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Callable
 import torch
 import torch.nn.functional as F
 
-from sinktrain.data.chat.engine import IGNORE_INDEX
-from sinktrain.errors import SinkTrainError
+from .errors import SinkTrainError
 
 if TYPE_CHECKING:
-    from sinktrain.backbones.slots import SlotState
+    from .slots import SlotState
+
+IGNORE_INDEX = -100  # label of positions without a loss (transformers' convention)
 
 SELECTIONS: dict[str, Callable[["SlotState"], torch.Tensor]] = {
     "sink": lambda state: ~state.visual | (state.patch & state.sink_mask()),
