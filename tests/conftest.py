@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,9 +19,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_CACHE"] = DATASETS_CACHE = tempfile.mkdtemp(prefix="sinktrain-hf-datasets-")
 
 import sinktrain.demo
+
+# tests/backbones/families.py (every family's demo model, stock inputs and planted sinks) serves tests
+# in several directories
+sys.path.insert(0, str(Path(__file__).resolve().parent / "backbones"))
 from sinktrain.train.distributed import SHM_DIR, SHM_PREFIX
 
 from console import check_quiet
+from recipe_checks import LSG_DEMO_STEPS
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -79,6 +85,26 @@ def deepspeed_launch():
         return done.stdout
 
     return launch
+
+
+@pytest.fixture(scope="session")
+def diysink_demo_run(tmp_path_factory, deepspeed_launch):
+    """The main job, once per session: recipes/diysink_finetune.py on the demo, 2 ZeRO-3 ranks, 100
+    steps, checkpoints at 50 and 100. (output_dir, console). Read-only: a test that continues the run
+    or changes its files works on a copy (recipe_checks.copy_run)."""
+    output_dir = tmp_path_factory.mktemp("diysink-demo-run")
+    return output_dir, deepspeed_launch("recipes/diysink_finetune.py", "--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir))
+
+
+
+@pytest.fixture(scope="session")
+def lsg_demo_run(tmp_path_factory, deepspeed_launch):
+    """recipes/lsg_train.py on the trained demo LLaVA, once per session: 2 ZeRO-3 ranks, 40 steps,
+    checkpoints at 20 and 40, --export_model. (output_dir, console). Read-only, as diysink_demo_run."""
+    sinktrain.demo.ensure_demo_trained_model()  # built here once, not raced by two ranks under a timeout
+    output_dir = tmp_path_factory.mktemp("lsg-demo-run")
+    flags = ["--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir), "--max_steps", str(LSG_DEMO_STEPS), "--save_every", "20"]
+    return output_dir, deepspeed_launch("recipes/lsg_train.py", *flags, "--export_model")
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,12 @@
 ZeRO-3 partition report of run_info.json, and a --resume auto continuation."""
 
 import json
+import shutil
+from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+LSG_DEMO_STEPS = 40  # tests/conftest.py's lsg_demo_run
 
 
 def scalars(output_dir, tag: str) -> dict[int, float]:
@@ -32,3 +36,10 @@ def check_zero3(output_dir) -> None:
 def check_resume(recipe: str, flags: list[str], steps: int, deepspeed_launch) -> None:
     log = deepspeed_launch(f"recipes/{recipe}.py", *flags, "--resume", "auto", "--max_steps", str(steps + 2))
     assert f"at step {steps}" in log and f"step {steps + 1}/{steps + 2}" in log
+
+
+def copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    """A copy of a session-wide run (tests/conftest.py) that a test may continue or change."""
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    return copy

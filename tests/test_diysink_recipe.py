@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from recipe_checks import copy_run
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "diysink_finetune.py"
 pytestmark = pytest.mark.multiprocess
@@ -24,14 +26,8 @@ def scalars(output_dir: Path, tag: str) -> dict[int, float]:
     return {event.step: event.value for event in events.Scalars(tag)}
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, deepspeed_launch):
-    output_dir = tmp_path_factory.mktemp("demo-run")
-    return output_dir, deepspeed_launch("recipes/diysink_finetune.py", "--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir))
-
-
-def test_demo_learns_on_two_zero3_ranks(demo_run):
-    output_dir, log = demo_run
+def test_demo_learns_on_two_zero3_ranks(diysink_demo_run):
+    output_dir, log = diysink_demo_run
     losses = scalars(output_dir, "train/loss")
     assert sorted(losses) == list(range(1, 101))
     first = sum(losses[s] for s in range(1, 6)) / 5
@@ -40,8 +36,8 @@ def test_demo_learns_on_two_zero3_ranks(demo_run):
     assert "samples/s" in log and "ETA" in log and "sinks_per_image" in log
 
 
-def test_zero3_really_partitions_and_ranks_agree(demo_run):
-    output_dir, _ = demo_run
+def test_zero3_really_partitions_and_ranks_agree(diysink_demo_run):
+    output_dir, _ = diysink_demo_run
     ranks = json.loads((output_dir / "run_info.json").read_text())["ranks"]
     assert len(ranks) == 2
     for info in ranks:
@@ -52,8 +48,8 @@ def test_zero3_really_partitions_and_ranks_agree(demo_run):
     assert ranks[0]["micro_batches"] == ranks[1]["micro_batches"] == 100
 
 
-def test_checkpoints_and_sinks_logged(demo_run):
-    output_dir, _ = demo_run
+def test_checkpoints_and_sinks_logged(diysink_demo_run):
+    output_dir, _ = diysink_demo_run
     root = output_dir / "checkpoints"
     assert (root / "latest").read_text() == "step_000100"
     assert {p.name for p in root.iterdir() if p.is_dir()} == {"step_000050", "step_000100"}
@@ -63,8 +59,8 @@ def test_checkpoints_and_sinks_logged(demo_run):
     assert all(1.0 <= value <= 4.0 for value in sinks.values())
 
 
-def test_resume_auto_continues_from_the_saved_step(demo_run, deepspeed_launch):
-    output_dir, _ = demo_run
+def test_resume_auto_continues_from_the_saved_step(diysink_demo_run, deepspeed_launch, tmp_path):
+    output_dir = copy_run(diysink_demo_run[0], tmp_path)
     before = json.loads((output_dir / "checkpoints" / "step_000100" / "trainer_state.json").read_text())
     log = deepspeed_launch("recipes/diysink_finetune.py", "--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir), "--resume", "auto", "--max_steps", "104", "--save_every", "2")
     assert "resumed from" in log and "step_000100 at step 100" in log
@@ -77,8 +73,8 @@ def test_resume_auto_continues_from_the_saved_step(demo_run, deepspeed_launch):
     assert set(scalars(output_dir, "train/loss")) >= {101, 102, 103, 104}
 
 
-def test_resume_with_another_world_size_is_refused_early(demo_run):
-    output_dir, _ = demo_run
+def test_resume_with_another_world_size_is_refused_early(diysink_demo_run):
+    output_dir, _ = diysink_demo_run
     done = subprocess.run(
         [sys.executable, str(RECIPE), "--output_dir", str(output_dir), "--resume", "auto"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,

@@ -16,28 +16,23 @@ from transformers import LlavaForConditionalGeneration
 from sinktrain import demo
 from sinktrain.backbones.registry import load_backbone
 from sinktrain.demo.trained import SINK_READING_LAYER
+from sinktrain.diysink.checkpoint import consolidated_state
 from sinktrain.lsg.gate_file import gating_from_checkpoint, read_gates
 
 from held_out import check_gates_started_neutral, held_out_loss, r_sink_events
+from recipe_checks import LSG_DEMO_STEPS, copy_run
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "lsg_train.py"
 pytestmark = pytest.mark.multiprocess
-STEPS = 40
+STEPS = LSG_DEMO_STEPS
 
 
-@pytest.fixture(scope="module")
-def lsg_run(tmp_path_factory, deepspeed_launch):
-    demo.ensure_demo_trained_model()  # built here once, not raced by two ranks under a timeout
-    output_dir = tmp_path_factory.mktemp("lsg-run")
-    return output_dir, deepspeed_launch("recipes/lsg_train.py", "--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir), "--max_steps", str(STEPS), "--save_every", "20", "--export_model")
-
-
-def test_backbone_bitwise_unchanged_and_gates_trained(lsg_run):
-    output_dir, _ = lsg_run
-    exported = torch.load(output_dir / "model" / "pytorch_model.bin", map_location="cpu")
+def test_backbone_bitwise_unchanged_and_gates_trained(lsg_demo_run):
+    output_dir, _ = lsg_demo_run
+    trained = consolidated_state(output_dir / "checkpoints" / f"step_{STEPS:06d}")  # DeepSpeed's own consolidation
     original = LlavaForConditionalGeneration.from_pretrained(str(demo.ensure_demo_trained_model())).state_dict()
-    backbone = {key.removeprefix("model."): value for key, value in exported.items() if ".sink_gates." not in key}
+    backbone = {key: value for key, value in trained.items() if not key.startswith("sink_gates.")}
     assert set(backbone) == set(original)
     for name, value in original.items():
         assert torch.equal(backbone[name], value), name
@@ -50,8 +45,8 @@ def test_backbone_bitwise_unchanged_and_gates_trained(lsg_run):
         assert info["zero"]["partitioned"] == info["zero"]["parameters"]  # the frozen backbone is partitioned too
 
 
-def test_r_sink_histograms_and_checkpointed_gates(lsg_run):
-    output_dir, log = lsg_run
+def test_r_sink_histograms_and_checkpointed_gates(lsg_demo_run):
+    output_dir, log = lsg_demo_run
     events = r_sink_events(output_dir)
     assert len(events.Histograms("lsg/r_sink/layer_2")) == STEPS
     check_gates_started_neutral(events, [1, 2, 3])
@@ -59,17 +54,17 @@ def test_r_sink_histograms_and_checkpointed_gates(lsg_run):
     assert "layer_1" in log and "samples/s" in log
 
 
-def test_resume_auto(lsg_run, deepspeed_launch):
-    output_dir, _ = lsg_run
+def test_resume_auto(lsg_demo_run, deepspeed_launch, tmp_path):
+    output_dir = copy_run(lsg_demo_run[0], tmp_path)
     log = deepspeed_launch("recipes/lsg_train.py", "--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir), "--resume", "auto", "--max_steps", str(STEPS + 4))
     assert f"at step {STEPS}" in log and f"step {STEPS + 1}/{STEPS + 4}" in log
 
 
-def test_gates_find_the_sink_reading_layer_and_lower_the_held_out_loss(lsg_run, one_thread):
-    output_dir, _ = lsg_run
+def test_gates_find_the_sink_reading_layer_and_lower_the_held_out_loss(lsg_demo_run, one_thread):
+    output_dir, _ = lsg_demo_run
     backbone = load_backbone(str(demo.ensure_demo_trained_model()))
     stock, _ = held_out_loss(backbone)
-    gates = output_dir / "checkpoints" / f"step_{STEPS:06d}" / "gates"  # before the resume test adds steps
+    gates = output_dir / "checkpoints" / f"step_{STEPS:06d}" / "gates"
     gated, r_sink = held_out_loss(backbone, gating_from_checkpoint(backbone, gates))
     # Measured with this recipe (2 ranks, 40 steps, demo lr 5e-3, one example per turn; a run is
     # bitwise repeatable, so the spread is over --seed 0 and 1) on the bitwise-reproducible trained

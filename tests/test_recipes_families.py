@@ -14,6 +14,8 @@ tests/lsg). LLaVA-OneVision streams the demo shards and the multi-image demo sha
 so one run mixes single-image, multi-image and text-only samples (ranks differ in what they get:
 no hang). Each run is partitioned at load and writes TensorBoard; OneVision's finetune continues
 with --resume auto (both shard sets' positions restored; LSG's resume: tests/test_lsg_recipe.py).
+Each DIYSink and LSG run is exported (tools/convert_to_hf.py's exporter) and the export, loaded
+without sinktrain, computes the run's model's logits and generate() tokens (tests/export_checks.py).
 """
 
 import json
@@ -31,6 +33,7 @@ from sinktrain.diysink.checkpoint import consolidated_state
 from sinktrain.demo.trained import SINK_READING_LAYER
 from sinktrain.lsg.gate_file import gating_from_checkpoint, read_gates
 
+from export_checks import check_export
 from held_out import check_gates_started_neutral, held_out_loss, r_sink_events
 from recipe_checks import check_resume, check_zero3, mean_loss, run_ranks, scalars
 
@@ -93,7 +96,8 @@ def pretrain_connector(name: str, output_dir, deepspeed_launch):
     assert "loss_sink" in log and "loss_non" in log
     check_zero3(output_dir)
     check_only_connector_changed(name, output_dir / "checkpoints" / f"step_{STAGE1_STEPS:06d}")
-    if name in STAGE1_RESUMED:
+    if name in STAGE1_RESUMED:  # and the stage-1 model exports (a DualMLP, no reordering)
+        check_export(output_dir, output_dir / "export-check", STAGE1_STEPS)
         check_resume("diysink_pretrain", flags, STAGE1_STEPS, deepspeed_launch)
     return output_dir / "connector.safetensors"
 
@@ -114,6 +118,7 @@ def test_diysink_finetune_learns_and_resumes(name, tmp_path, deepspeed_launch):
     assert "sinks_per_image" in log
     check_zero3(tmp_path)
     check_image_counts(name, tmp_path)
+    check_export(tmp_path, tmp_path / "export-check", DIYSINK_STEPS)
     if name in RESUMED:
         check_resume("diysink_finetune", flags, DIYSINK_STEPS, deepspeed_launch)
 
@@ -137,6 +142,7 @@ def test_lsg_finds_the_sink_reading_layer(name, tmp_path, deepspeed_launch, one_
     assert stock - gated > LSG_DROP[name], (stock, gated)
     assert r_sink[SINK_READING_LAYER] - max(others) > R_SINK_MARGIN[name], r_sink
     check_lsg_tools(name, tmp_path)
+    check_export(tmp_path, tmp_path / "export-check", LSG_STEPS)
 
 
 REW_FAMILY, REW_STEPS = "qwen2_5_vl", 60  # the paper's setting: 120 samples, global batch 20, 10 epochs
@@ -166,6 +172,7 @@ def test_rew_learns_the_question_kinds_from_neutral_and_resumes(tmp_path, deepsp
     mlp = load_file(str(tmp_path / "rew" / "rew.safetensors"))
     assert {rank["zero"]["trainable_elements"] for rank in run_ranks(tmp_path)} == {sum(w.numel() for w in mlp.values())}
     assert json.loads((tmp_path / "rew_data" / "balance.json").read_text())["per_category"] == 60
+    check_export(tmp_path, tmp_path / "export-check", REW_STEPS)  # the DIYSink model with its ReW
     check_resume("diysink_rew", flags, REW_STEPS, deepspeed_launch)
 
 

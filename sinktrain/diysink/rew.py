@@ -1,6 +1,6 @@
-"""DIYSink's ReW (soft selection, "To Sink or Not to Sink", Sec. 4.2): a small MLP maps a frozen
-sentence encoder's embedding of the question to ``[w_sink, w_non]``, which scale the two
-connectors' outputs, per sample.
+"""DIYSink's ReW (soft selection, "To Sink or Not to Sink", Sec. 4.2) as sinktrain trains it: a
+small MLP maps a frozen sentence encoder's embedding of the question to ``[w_sink, w_non]``, which
+scale the two connectors' outputs, per sample (the model side: sinktrain.modeling.rew).
 
     rew = ReWeighting(backbone, SentenceEncoder(name))   # on a backbone with a DualMLP connector
     rew.set_questions(["How many objects?", ...])         # before each forward (one per batch row)
@@ -17,40 +17,17 @@ from __future__ import annotations
 from collections import defaultdict
 
 import torch
-from torch import nn
 
 from sinktrain.backbones.base import Backbone
-from sinktrain.modeling.slots import SlotState
 from sinktrain.data.batch import Batch
-from sinktrain.modeling.connector import DualMLPConnector
 from sinktrain.diysink.sentence import SentenceEncoder
 from sinktrain.errors import SinkTrainError
+from sinktrain.modeling.connector import DualMLPConnector
+from sinktrain.modeling.rew import HIDDEN, ReWeighter, ReWeights
 from sinktrain.train.zero import gathered, init_context
 
-HIDDEN = 64
 UNCATEGORISED = "(none)"
 QUESTIONS_KEPT = 256
-
-
-class ReWeighter(nn.Module):
-    """sentence embedding (B, E) -> (B, 2) weights [w_sink, w_non], exactly (1, 1) at initialisation."""
-
-    def __init__(self, width: int, hidden: int = HIDDEN):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, 2))
-        self.start_neutral()
-
-    @torch.no_grad()
-    def start_neutral(self) -> None:
-        """Zero the last layer: both weights exactly 1. Under ZeRO-3 each layer is partitioned as soon as
-        it is built, so this gathers it (a no-op gather otherwise)."""
-        last = self.mlp[-1]
-        with gathered(list(last.parameters()), modifier_rank=0):
-            last.weight.zero_()
-            last.bias.zero_()
-
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return 2.0 * torch.sigmoid(self.mlp(embeddings))
 
 
 class WeightTally:
@@ -81,35 +58,21 @@ class WeightTally:
         return out
 
 
-class ReWeighting:
+class ReWeighting(ReWeights):
+    """ReW as sinktrain trains it: the MLP born partitioned under ZeRO-3 and starting neutral, the
+    weights tallied per question category, the training loss."""
+
     def __init__(self, backbone: Backbone, encoder: SentenceEncoder, hidden: int = HIDDEN):
         if not isinstance(backbone.connector, DualMLPConnector):
             raise SinkTrainError("ReW reweights a DualMLP connector's two outputs; attach one first (attach_dual_mlp)")
-        self.backbone, self.encoder = backbone, encoder
         with init_context():  # born partitioned under ZeRO-3, like every trained module
-            self.module = ReWeighter(encoder.width, hidden)
-        backbone.model.add_module("rew", self.module)
-        backbone.slots.scaler = self.scale
-        self.weights: torch.Tensor | None = None  # (B, 2) for the current forward
+            module = ReWeighter(encoder.width, hidden)
+        last = module.mlp[-1]
+        with gathered(list(last.parameters()), modifier_rank=0):  # zero.Init partitioned it as it was built
+            module.start_neutral()
+        super().__init__(backbone, encoder, module)
+        self.backbone = backbone
         self.tally = WeightTally()
-
-    def set_questions(self, questions: list[str]) -> torch.Tensor:
-        """Weights for the next forward's rows, from their questions (differentiable in the MLP)."""
-        embeddings = self.encoder.embed(questions)
-        parameter = next(self.module.parameters())
-        self.weights = self.module(embeddings.to(parameter.device, parameter.dtype))
-        return self.weights
-
-    def scale(self, state: SlotState) -> torch.Tensor:
-        """(B, T): w_sink on each row's V-sink slots, w_non on its other patch slots, 1 elsewhere."""
-        if self.weights is None:
-            raise SinkTrainError("ReW needs the batch's questions before its forward (ReWeighting.set_questions)")
-        if self.weights.shape[0] != state.visual.shape[0]:
-            raise SinkTrainError(f"ReW has weights for {self.weights.shape[0]} questions, the forward has {state.visual.shape[0]} rows")
-        sinks = state.sink_mask()
-        w_sink, w_non = self.weights[:, :1], self.weights[:, 1:]
-        ones = torch.ones_like(w_sink)
-        return torch.where(state.patch & sinks, w_sink, torch.where(state.patch, w_non, ones))
 
     def weights_by_category(self, state: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
         """Mean final weights over each category's questions, from a full copy of the MLP's weights."""

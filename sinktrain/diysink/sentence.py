@@ -17,9 +17,9 @@ from transformers import AutoModel, AutoTokenizer
 from transformers.integrations import deepspeed as hf_deepspeed
 
 from sinktrain.errors import SinkTrainError
+from sinktrain.modeling.rew import SentenceEmbedder
 
 DEFAULT = "sentence-transformers/all-MiniLM-L6-v2"
-MAX_TOKENS = 128
 
 
 @contextmanager
@@ -41,12 +41,17 @@ def has_vocabulary(tokenizer) -> bool:
     return len(tokenizer) > len(set(tokenizer.all_special_ids)) and any(i != tokenizer.unk_token_id for i in ids)
 
 
-class SentenceEncoder:
+class SentenceEncoder(SentenceEmbedder):
+    """The model-side embedder (sinktrain.modeling.rew), loaded with clear errors and outside ZeRO-3."""
+
     def __init__(self, name: str, device: torch.device | str = "cpu", zero3_config=None):
-        self.name = name
+        self.zero3_config = zero3_config
+        super().__init__(name, device)
+
+    def load_tokenizer(self, name: str):
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(name)
-            problem = None if has_vocabulary(self.tokenizer) else "it has no vocabulary beyond its special tokens"
+            tokenizer = AutoTokenizer.from_pretrained(name)
+            problem = None if has_vocabulary(tokenizer) else "it has no vocabulary beyond its special tokens"
         except (OSError, ValueError, TypeError) as err:
             problem = str(err)
         if problem:
@@ -54,21 +59,11 @@ class SentenceEncoder:
                 f"--sentence_encoder {name}: no tokenizer could be loaded ({problem}); pass a transformers encoder "
                 f"directory or hub id that holds its tokenizer files (e.g. {DEFAULT})"
             )
-        with whole_loading(zero3_config):
+        return tokenizer
+
+    def load_model(self, name: str):
+        with whole_loading(self.zero3_config):
             try:
-                self.model = AutoModel.from_pretrained(name).to(device).eval().requires_grad_(False)
+                return AutoModel.from_pretrained(name)
             except (OSError, ValueError) as err:
                 raise SinkTrainError(f"--sentence_encoder {name}: no encoder model could be loaded ({err}); pass e.g. {DEFAULT}") from err
-        self.device = device
-
-    @property
-    def width(self) -> int:
-        return self.model.config.hidden_size
-
-    @torch.no_grad()
-    def embed(self, texts: list[str]) -> torch.Tensor:
-        """(len(texts), width) float32: the mean of each text's token states over its real tokens."""
-        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt").to(self.device)
-        hidden = self.model(**tokens).last_hidden_state.float()
-        mask = tokens["attention_mask"].unsqueeze(-1).float()
-        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)

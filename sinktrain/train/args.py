@@ -57,7 +57,7 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     out.add_argument("--save_every", type=int, default=500, help="steps between checkpoints (a final one is always saved)")
     out.add_argument("--save_every_epoch", action="store_true", help="a checkpoint at the end of every epoch instead of every --save_every steps (needs local shards)")
     out.add_argument("--keep_checkpoints", type=int, default=2, help="how many recent checkpoints to keep")
-    out.add_argument("--export_model", action="store_true", help="also write the whole trained model, gathered, to {output_dir}/model/pytorch_model.bin")
+    out.add_argument("--export_model", action="store_true", help="at the end, convert the final checkpoint to a Hugging Face model in {output_dir}/hf (as tools/convert_to_hf.py does)")
     return parser
 
 

@@ -29,6 +29,7 @@ from sinktrain.errors import SinkTrainError
 from sinktrain.train import checkpoint
 from sinktrain.train.progress import Progress
 from sinktrain.train.run import Run, barrier
+from sinktrain.train.run_record import write_run_record
 from sinktrain.train.zero import full_numel, is_partitioned, local_numel
 
 logger = logging.getLogger("sinktrain")
@@ -170,6 +171,9 @@ def train_steps(run: Run, engine, loader: DataLoader, start_step: int, stream: S
     return tally
 
 
+EXPORT_DIR = "hf"  # --export_model's directory in the run's output dir
+
+
 @dataclass
 class MethodHooks:
     """What a method adds to the shared loop."""
@@ -189,6 +193,7 @@ class MethodHooks:
 def fit(run: Run, backbone: Backbone, template: str, hooks: MethodHooks | None = None) -> Path:
     """Train until ``max_steps`` and return the final checkpoint's directory."""
     hooks = hooks or MethodHooks()
+    write_run_record(run, backbone)  # what the converter needs besides the weights
     model = BatchForward(backbone, hooks.loss)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
@@ -213,14 +218,22 @@ def fit(run: Run, backbone: Backbone, template: str, hooks: MethodHooks | None =
         tally = train_steps(run, engine, loader, start_step, stream, progress, hooks)
     finally:
         progress.close()
-    if run.args.export_model:  # collective under ZeRO-3: every rank gathers, rank 0 writes
-        engine.save_16bit_model(str(run.output_dir / "model"))
     hooks.final_save(run.output_dir)
     write_run_info(run, {"rank": run.rank, "start_step": start_step, "end_step": settings.max_steps, **tally.to_dict(), "zero": report, "zero_at_load": at_load})
     release(engine)
     final = run.checkpoint_root / checkpoint.step_tag(settings.max_steps)
+    if run.args.export_model and run.is_main:  # after the others were released: they need not wait
+        export_final(run)
     logger.info("done: checkpoint %s | TensorBoard: tensorboard --logdir %s", final, tensorboard_dir(run))
     return final
+
+
+def export_final(run: Run) -> None:
+    """The final checkpoint as a Hugging Face model in {output_dir}/hf, by tools/convert_to_hf.py's exporter."""
+    from sinktrain.export.convert import ExportOptions, export_run
+
+    out = export_run(run.output_dir, run.output_dir / EXPORT_DIR, ExportOptions(step=run.settings.max_steps, overwrite=True))
+    logger.info("exported the final model to %s (tools/convert_to_hf.py --push_to_hub uploads it)", out)
 
 
 def release(engine) -> None:

@@ -44,6 +44,7 @@ class Run:
     ds_config: dict
     settings: RunSettings
     resume_from: tuple[Path, str] | None
+    recipe: str = ""
     keep_alive: list = field(default_factory=list)  # HfDeepSpeedConfig must outlive from_pretrained
 
     @property
@@ -189,7 +190,7 @@ def setup_run(
             f"{output_dir} already holds checkpoints; pass --resume auto to continue that run, or choose a "
             "new --output_dir (nothing was overwritten)"
         )
-    run = Run(args, rank, world_size, model, shards, output_dir, ds_config, settings, resume_from)
+    run = Run(args, rank, world_size, model, shards, output_dir, ds_config, settings, resume_from, recipe)
     enable_zero3_loading(ds_config, run.keep_alive)
     if run.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
