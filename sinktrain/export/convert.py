@@ -105,14 +105,13 @@ def write_adapter(directory: Path, weights: dict[str, torch.Tensor], record: dic
     gates = {key[len(prefix):]: value for key, value in weights.items() if key.startswith(prefix)}
     if not gates:
         raise SinkTrainError("the checkpoint holds no gates (sink_gates.*) although the run recorded LSG")
-    text = load_config(record["model_path"]).text_config
-    lsg = settings["lsg"]
-    meta = GateMeta(backbone_class(load_config(record["model_path"])).family, text.hidden_size, text.num_hidden_layers,
-                    lsg["groups"], lsg["layers"], lsg["scale_layout_slots"])
+    config, lsg = load_config(record["model_path"]), settings["lsg"]
+    text = config.text_config
+    meta = GateMeta(backbone_class(config).family, text.hidden_size, text.num_hidden_layers, lsg["groups"], lsg["layers"], lsg["scale_layout_slots"])
     save_gates(directory, gates, meta)
     base = record["model"] if is_hub_id(record["model"]) else record["model_path"]
-    config = {"base_model": base, "base_revision": record.get("model_revision"), "sinktrain": settings}
-    (directory / lsg_adapter.ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    reference = {"base_model": base, "base_revision": record.get("model_revision"), "sinktrain": settings}
+    (directory / lsg_adapter.ADAPTER_CONFIG).write_text(json.dumps(reference, indent=2) + "\n")
     loader = Path(lsg_adapter.__file__)
     for source in [loader, *get_relative_import_files(str(loader))]:  # what transformers will load with it
         shutil.copyfile(source, directory / Path(source).name)
