@@ -154,3 +154,16 @@ def test_profile_read_at_another_vision_layer_is_refused(demo_model_dir, tmp_pat
     wrong_layer.write_text(json.dumps({**data, "vit_layer": -1}))
     with pytest.raises(SinkTrainError, match="feeds its projector from layer -2"):
         load_backbone(str(demo_model_dir), sink_profile=str(wrong_layer))
+
+
+def test_a_processor_expanding_images_into_another_count_is_refused(stock):
+    """Slots per image come from the config; a processor that expands <image> differently (here: it
+    counts no CLS token to drop) would misplace every slot, so the backbone refuses it."""
+    from copy import deepcopy
+
+    from sinktrain.backbones.llava import LlavaBackbone
+
+    processor = deepcopy(stock.processor)
+    processor.num_additional_image_tokens = 0
+    with pytest.raises(SinkTrainError, match="expands each image into .* tokens, but this model's projector gives"):
+        LlavaBackbone(stock.model, processor, stock.sink_profile)

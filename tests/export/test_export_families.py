@@ -2,7 +2,8 @@
 
 For each family's tiny demo model, in process: DIYSink (a DualMLP whose sink projector differs
 from the stock one, sinks first) and LSG (gates on two layers, away from neutral) are attached the
-way the recipes attach them, and on LLaVA DIYSink with ReW (weights set from the question); the model's weights go through the exporter's writers
+way the recipes attach them, and on LLaVA DIYSink with ReW (weights set from the question) and
+DIYSink on a left-padded batch of two; the model's weights go through the exporter's writers
 (sinktrain.export: the remote-code model, the LSG adapter); then ONE fresh process in which
 ``import sinktrain`` fails (tests/export/load_export.py) loads every export with plain
 transformers (``trust_remote_code=True``, ``device_map="auto"``; the adapter through its own loader onto the
@@ -35,11 +36,11 @@ from fresh_load import assert_same, load_exports, reference
 
 GATED_LAYERS = [1, 2]
 QUESTION = "What colour is the largest object?"
-CASES = [(method, name) for method in ("diysink", "lsg") for name in FAMILIES] + [("rew", "llava")]
+CASES = [(method, name) for method in ("diysink", "lsg") for name in FAMILIES] + [("rew", "llava"), ("batch", "llava")]
 
 
 def attach(method: str, backbone) -> None:
-    if method in ("diysink", "rew"):
+    if method in ("diysink", "rew", "batch"):
         perturb(attach_dual_mlp(backbone).f_sink, scale=0.3, seed=1)
     if method == "rew":  # weights away from (1, 1), set from the question
         rew = ReWeighting(backbone, SentenceEncoder(str(demo.ensure_demo_sentence_encoder())))
@@ -61,9 +62,19 @@ def export(method: str, name: str, directory: Path, image) -> tuple[dict, dict]:
         write_base_files(directory, record)
     else:
         write_adapter(directory, backbone.model.state_dict(), record, settings)
-    inputs = FAMILIES[name].stock_inputs(backbone, QUESTION, [image])
+    inputs = FAMILIES[name].stock_inputs(backbone, QUESTION, [image]) if method != "batch" else llava_batch(backbone, image)
     expected = reference(backbone.model, inputs)
     return inputs, {**expected, "v_sinks": int(backbone.slots.state.v_sinks.sum())}
+
+
+def llava_batch(backbone, image) -> dict:
+    """DIYSink on a batch: two prompts of different lengths, left-padded as for generation."""
+    from sinktrain.data.chat.formats import VICUNA_V1_SYSTEM
+
+    processor = backbone.processor
+    processor.tokenizer.padding_side = "left"
+    texts = [f"{VICUNA_V1_SYSTEM} USER: <image>\n{question} ASSISTANT:" for question in (QUESTION, "How many objects are there, and which is red?")]
+    return dict(processor(text=texts, images=[image, image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)], padding=True, return_tensors="pt"))
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +88,7 @@ def loaded(tmp_path_factory):
         inputs, references[method, name] = export(method, name, directory, image)
         torch.save(inputs, directory.with_suffix(".inputs.pt"))
         job = {"kind": "adapter", "dir": str(directory), "inputs": str(directory.with_suffix(".inputs.pt"))}
-        if method != "lsg":
+        if method != "lsg":  # the whole model, as transformers' remote code
             job |= {"kind": "remote", "device_map": "auto", "questions": [QUESTION] if method == "rew" else None}
         jobs.append(job)
     jobs.append({"kind": "untrusted", "dir": str(root / "diysink-llava")})
