@@ -133,12 +133,10 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def distributed() -> tuple[int, int]:
-    """Rank and world size; a process group only when a launcher (deepspeed, torchrun) started us."""
-    if "RANK" not in os.environ and "OMPI_COMM_WORLD_RANK" not in os.environ:
-        return 0, 1
-    from sinktrain.train.distributed import init_distributed
+    """Rank and world size; a process group only when a launcher (deepspeed, torchrun) or srun started several."""
+    from sinktrain.train.distributed import init_distributed, launched
 
-    return init_distributed()
+    return init_distributed() if launched() else (0, 1)
 
 
 def pick_device(args: argparse.Namespace) -> torch.device:

@@ -1,4 +1,4 @@
-"""The ranks of a benchmark evaluation started by ``torchrun`` or ``deepspeed`` (or one process).
+"""The ranks of a benchmark evaluation started by ``torchrun``, ``deepspeed`` or ``srun`` (or one process).
 
     rank, world, device = eval_ranks("cuda")   # torchrun --nproc_per_node 8 tools/evaluate.py ...
 
@@ -15,14 +15,16 @@ import torch
 import torch.distributed as dist
 
 from sinktrain.errors import SinkTrainError
+from sinktrain.train.launch_env import resolve_launch
 
 
 def eval_ranks(device: str) -> tuple[int, int, str]:
     """(rank, world size, this rank's device), with the process group started when world > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    launch = resolve_launch(os.environ)  # a launcher's or srun's variables (sinktrain.train.launch_env)
+    if launch.world_size == 1:
         return 0, 1, device
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    launch.export()
+    rank, world, local_rank = launch.rank, launch.world_size, launch.local_rank
     if device.startswith("cuda"):
         if local_rank >= torch.cuda.device_count():
             raise SinkTrainError(f"local rank {local_rank} but only {torch.cuda.device_count()} GPU(s) here; start one process per GPU")

@@ -12,24 +12,20 @@ free the memory when the last rank exits, however it exits.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import deepspeed
 import torch.distributed as dist
 
+from sinktrain.train.launch_env import resolve_launch
+
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "deepspeed_allreduce_buffer"
 
 
-def single_process_env() -> None:
-    """Let ``python recipes/x.py`` run as one rank without a launcher (laptop, debugger)."""
-    if "RANK" in os.environ or "OMPI_COMM_WORLD_RANK" in os.environ:
-        return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def launched() -> bool:
+    """Whether a launcher or srun made this process one rank of several (else: one process)."""
+    return "OMPI_COMM_WORLD_RANK" in os.environ or resolve_launch(os.environ).world_size > 1
 
 
 def allreduce_buffer_name(rank: int) -> str:
@@ -44,8 +40,11 @@ def release_allreduce_buffer(rank: int) -> None:
 
 
 def init_distributed() -> tuple[int, int]:
-    """Start (or join) the process group; returns (rank, world size)."""
-    single_process_env()
+    """Start (or join) the process group; returns (rank, world size). Ranks come from the launcher,
+    from srun's variables or, without either, one process (sinktrain.train.launch_env); under MPI
+    DeepSpeed finds them itself."""
+    if "OMPI_COMM_WORLD_RANK" not in os.environ:
+        resolve_launch(os.environ).export()
     deepspeed.init_distributed()
     rank, world_size = dist.get_rank(), dist.get_world_size()
     dist.barrier()  # every rank has mapped every peer's segment
