@@ -30,6 +30,7 @@ from sinktrain.train import checkpoint
 from sinktrain.train.progress import Progress
 from sinktrain.train.run import Run, barrier
 from sinktrain.train.run_record import write_run_record
+from sinktrain.train.stop import StopSignals, ignore_stop_signals
 from sinktrain.train.zero import full_numel, is_partitioned, local_numel
 
 logger = logging.getLogger("sinktrain")
@@ -71,7 +72,7 @@ def data_loader(run: Run, backbone: Backbone, template: str, resume: StreamState
     )
     return DataLoader(
         stream, batch_size=settings.per_device_batch_size, num_workers=args.num_workers,
-        collate_fn=backbone.collator(),
+        collate_fn=backbone.collator(), worker_init_fn=ignore_stop_signals,
     )
 
 
@@ -134,6 +135,7 @@ class RankTally:
 
     micro_batches: int = 0
     samples_by_images: dict[int, int] = field(default_factory=dict)
+    stopped_at: int | None = None  # the step a stop signal ended the run at (None: it ran to the end)
 
     def add(self, batch) -> None:
         self.micro_batches += 1
@@ -141,10 +143,11 @@ class RankTally:
             self.samples_by_images[count] = self.samples_by_images.get(count, 0) + 1
 
     def to_dict(self) -> dict:
-        return {"micro_batches": self.micro_batches, "samples_by_images": dict(sorted(self.samples_by_images.items()))}
+        return {"micro_batches": self.micro_batches, "samples_by_images": dict(sorted(self.samples_by_images.items())), "stopped_at": self.stopped_at}
 
 
-def train_steps(run: Run, engine, loader: DataLoader, start_step: int, stream: StreamState, progress: Progress, hooks: "MethodHooks") -> RankTally:
+def train_steps(run: Run, engine, loader: DataLoader, start_step: int, stream: StreamState, progress: Progress,
+                hooks: "MethodHooks", stop: StopSignals) -> RankTally:
     settings, args = run.settings, run.args
     batches = iter(loader)
     tally = RankTally()
@@ -160,14 +163,19 @@ def train_steps(run: Run, engine, loader: DataLoader, start_step: int, stream: S
             engine.step()
             loss_sum += loss.item()
         consumed, bad = stream.totals()
-        totals = torch.tensor([loss_sum / settings.grad_accum, consumed, bad], dtype=torch.float64)
-        dist.all_reduce(totals)
+        totals = torch.tensor([loss_sum / settings.grad_accum, consumed, bad, stop.requested], dtype=torch.float64)
+        dist.all_reduce(totals)  # the stop flag rides along: every rank stops after the same step
         check_bad_fraction(totals[1].item(), totals[2].item(), args.max_bad_fraction)
         show = step % args.log_every == 0 or step == settings.max_steps
         board = hooks.board_metrics()  # first: a method may sum up its step there (ReW's overall weights)
         progress.log(step, totals[0].item() / run.world_size, engine.get_lr()[0], int(totals[2].item()), show, hooks.metrics(), board)
-        if step % args.save_every == 0 or step == settings.max_steps:
+        stopping = totals[3].item() > 0
+        if step % args.save_every == 0 or step == settings.max_steps or stopping:
             save_checkpoint(run, engine, step, stream, hooks.extra_save)
+        if stopping and step < settings.max_steps:
+            tally.stopped_at = step
+            logger.warning("stopped at step %d on a signal; --resume auto continues from its checkpoint", step)
+            break
     return tally
 
 
@@ -214,15 +222,20 @@ def fit(run: Run, backbone: Backbone, template: str, hooks: MethodHooks | None =
         settings.max_steps, start_step, settings.per_device_batch_size * settings.grad_accum * run.world_size,
         tensorboard_dir(run), run.is_main,
     )
+    stop = StopSignals()  # in each rank's main process; its data workers ignore the signals (worker_init_fn)
     try:
-        tally = train_steps(run, engine, loader, start_step, stream, progress, hooks)
+        tally = train_steps(run, engine, loader, start_step, stream, progress, hooks, stop)
     finally:
         progress.close()
-    hooks.final_save(run.output_dir)
-    write_run_info(run, {"rank": run.rank, "start_step": start_step, "end_step": settings.max_steps, **tally.to_dict(), "zero": report, "zero_at_load": at_load})
+        stop.restore()
+    finished = tally.stopped_at is None
+    if finished:
+        hooks.final_save(run.output_dir)
+    end = settings.max_steps if finished else tally.stopped_at
+    write_run_info(run, {"rank": run.rank, "start_step": start_step, "end_step": end, **tally.to_dict(), "zero": report, "zero_at_load": at_load})
     release(engine)
-    final = run.checkpoint_root / checkpoint.step_tag(settings.max_steps)
-    if run.args.export_model and run.is_main:  # after the others were released: they need not wait
+    final = run.checkpoint_root / checkpoint.step_tag(end)
+    if finished and run.args.export_model and run.is_main:  # after the others were released: they need not wait
         export_final(run)
     logger.info("done: checkpoint %s | TensorBoard: tensorboard --logdir %s", final, tensorboard_dir(run))
     return final
