@@ -1,10 +1,12 @@
-"""A stop signal (Slurm's preemption warning, scancel's SIGTERM) ends a 2-rank ZeRO-3 run at a step
-boundary with a checkpoint of that step, and --resume auto continues from it.
+"""Resume, stop on a signal, resume again, on 2 ZeRO-3 ranks (a copy of the session's demo run,
+tests/conftest.py, checkpointed at step 100).
 
+`--resume auto` continues from step 100 (both ranks start there, every data reader goes on from
+its position), then a stop signal (Slurm's preemption warning; scancel's SIGTERM) ends the run at
+a step boundary with a checkpoint of that step, and a second `--resume auto` continues from it.
 The signal goes to ONE rank only: the flag travels with the step's all-reduce, so both ranks stop
-after the same step (no rank waits in a collective for the other), with 2 data workers per rank
-that must not die of it (Slurm signals a step's whole process tree; here the worker processes of
-rank 1 get it too).
+after the same step (no rank waits in a collective for the other); rank 1's 2 data workers get it
+too and must not die of it (Slurm signals a step's whole process tree).
 """
 
 import json
@@ -16,10 +18,11 @@ from pathlib import Path
 import pytest
 
 from console import check_quiet
+from recipe_checks import copy_run, scalars
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.multiprocess
-STEPS = 60
+SAVED, MAX_STEPS = 100, 160
 
 
 def descendants(pid: int) -> list[int]:
@@ -38,32 +41,45 @@ def rank_tree(launcher: int, rank: int) -> list[int]:
     raise AssertionError(f"rank {rank} not found under the launcher")
 
 
-def test_a_signal_to_one_rank_stops_both_after_the_same_step_with_a_checkpoint(tmp_path):
-    from conftest import free_port
+def stream_consumed(out: Path, step: int) -> dict[str, int]:
+    state = json.loads((out / "checkpoints" / f"step_{step:06d}" / "trainer_state.json").read_text())
+    return {reader: position["consumed"] for reader, position in state["stream"]["states"].items()}
 
-    out = tmp_path / "run"
-    flags = ["--ds_config", "ds_configs/zero3.json", "--output_dir", str(out), "--save_every", "1000", "--num_workers", "2"]
-    command = ["deepspeed", "--num_gpus", "2", "--master_port", free_port(), "recipes/diysink_finetune.py", *flags]
-    launcher = subprocess.Popen([*command, "--max_steps", str(STEPS)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+def resume_and_signal(command: list[str], after_step: int) -> str:
+    """Run ``command``; once it logs ``after_step``, SIGUSR1 to rank 1 and its workers; the console."""
+    launcher = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = []
     for line in launcher.stdout:
         log.append(line)
-        if " step 3/" in line:
+        if f" step {after_step}/" in line:
             for pid in rank_tree(launcher.pid, 1):
                 os.kill(pid, signal.SIGUSR1)
             break
     log += launcher.stdout.readlines()
     assert launcher.wait(timeout=300) == 0, "".join(log)[-3000:]
-    console = "".join(log)
+    return "".join(log)
+
+
+def test_resume_then_a_signal_to_one_rank_stops_both_at_a_checkpointed_step_then_resume(diysink_demo_run, tmp_path):
+    from conftest import free_port
+
+    out = copy_run(diysink_demo_run[0], tmp_path)
+    command = ["deepspeed", "--num_gpus", "2", "--master_port", free_port(), "recipes/diysink_finetune.py",
+               "--ds_config", "ds_configs/zero3.json", "--output_dir", str(out), "--resume", "auto"]
+    console = resume_and_signal([*command, "--max_steps", str(MAX_STEPS)], after_step=SAVED + 2)
     check_quiet(console)
+    assert f"step_{SAVED:06d} at step {SAVED}" in console and f"step {SAVED + 1}/{MAX_STEPS}" in console and "step 1/" not in console
     stopped = int((out / "checkpoints" / "latest").read_text().removeprefix("step_"))
-    assert 3 <= stopped < STEPS and f"stopped at step {stopped} on a signal" in console and "SIGUSR1 received" in console
+    assert SAVED + 2 <= stopped < MAX_STEPS and f"stopped at step {stopped} on a signal" in console and "SIGUSR1 received" in console
     ranks = json.loads((out / "run_info.json").read_text())["ranks"]
-    assert [rank["stopped_at"] for rank in ranks] == [stopped, stopped]
-    assert ranks[0]["micro_batches"] == ranks[1]["micro_batches"] == stopped
-    resumed = subprocess.run([*command, "--resume", "auto", "--max_steps", str(stopped + 2)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert [(r["start_step"], r["stopped_at"], r["micro_batches"]) for r in ranks] == [(SAVED, stopped, stopped - SAVED)] * 2
+    before, after = stream_consumed(out, SAVED), stream_consumed(out, stopped)
+    assert before.keys() == after.keys() and all(after[reader] > before[reader] for reader in before)  # every reader went on
+    assert set(scalars(out, "train/loss")) >= set(range(SAVED + 1, stopped + 1))
+    resumed = subprocess.run([*command, "--max_steps", str(stopped + 2)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"at step {stopped}" in resumed.stdout and f"step {stopped + 1}/{stopped + 2}" in resumed.stdout
     ranks = json.loads((out / "run_info.json").read_text())["ranks"]
-    assert [rank["stopped_at"] for rank in ranks] == [None, None] and [rank["end_step"] for rank in ranks] == [stopped + 2] * 2
+    assert [(r["stopped_at"], r["end_step"]) for r in ranks] == [(None, stopped + 2)] * 2
     assert (out / "checkpoints" / "latest").read_text() == f"step_{stopped + 2:06d}"
