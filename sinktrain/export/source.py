@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from sinktrain.diysink.checkpoint import WRAPPER_PREFIX, strip_prefix
+from sinktrain.diysink.checkpoint import consolidated_state
 from sinktrain.errors import SinkTrainError
 from sinktrain.train import checkpoint
 
@@ -60,16 +60,13 @@ def check_format(directory: Path) -> None:
 
 def checkpoint_weights(run_dir: Path, tag: str) -> dict[str, torch.Tensor]:
     """Every parameter of the trained model (frozen ones included), keyed as in the HF model."""
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-    root = Path(run_dir) / CHECKPOINTS
-    check_format(root / tag)
+    directory = Path(run_dir) / CHECKPOINTS / tag
+    check_format(directory)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # its progress lines and bars
         try:
-            state = get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag)
+            return consolidated_state(directory)
         except (ValueError, FileNotFoundError, KeyError) as err:
-            raise SinkTrainError(f"{root / tag} is incomplete or damaged ({err}); convert another --step") from err
-    return strip_prefix(state, WRAPPER_PREFIX)
+            raise SinkTrainError(f"{directory} is incomplete or damaged ({err}); convert another --step") from err
 
 
 def trainer_state(run_dir: Path, tag: str) -> dict:
