@@ -7,7 +7,6 @@ datasets' cache is a temporary directory removed after the session (set at impor
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_CACHE"] = DATASETS_CACHE = tempfile.mkdtemp(prefix="sinktrain-hf-datasets-")
 
 import sinktrain.demo
+from sinktrain.train.launch_env import free_port
 
 # tests/backbones/families.py (every family's demo model, stock inputs and planted sinks) serves tests
 # in several directories
@@ -63,18 +63,12 @@ def demo_model_dir():
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return str(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def deepspeed_launch():
     """``deepspeed_launch(script, *flags)``: 2 CPU ranks on a free port; returns stdout, asserts success."""
 
     def launch(script, *flags, timeout=900):
-        port = free_port()
+        port = str(free_port())
         command = ["deepspeed", "--num_gpus", "2", "--master_port", port, str(ROOT / script), *flags]
         env = dict(os.environ, PYTHONFAULTHANDLER="1")  # a rank that aborts prints every thread's stack
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)

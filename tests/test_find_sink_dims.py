@@ -15,7 +15,6 @@ import importlib.util
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ from sinktrain.data.scenes import demo_samples
 from sinktrain.errors import SinkTrainError
 from sinktrain.find_sinks.images import GENERIC_QUESTION, Item, PromptEncoder, shard_items
 from sinktrain.modeling.sinks import l_sink_mask, v_sink_mask
+from sinktrain.train.launch_env import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "find_sink_dims.py"
@@ -51,12 +51,6 @@ def load_tool():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def free_port() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return str(probe.getsockname()[1])
 
 
 def run(*command: str, timeout: int = 300) -> str:
@@ -205,7 +199,7 @@ def test_plots_are_real_pngs(demo_run):
 def test_two_ranks_give_the_same_profile(demo_run, tmp_path):
     reference, _ = demo_run
     out = tmp_path / "demo.json"
-    run(DEEPSPEED, "--num_gpus", "2", "--master_port", free_port(), str(TOOL), "--num_images", str(IMAGES), "--out", str(out), "--name", "demo")
+    run(DEEPSPEED, "--num_gpus", "2", "--master_port", str(free_port()), str(TOOL), "--num_images", str(IMAGES), "--out", str(out), "--name", "demo")
     assert out.read_text() == reference.read_text()
 
 

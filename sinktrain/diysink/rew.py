@@ -71,8 +71,11 @@ class ReWeighting(ReWeights):
         with gathered(list(last.parameters()), modifier_rank=0):  # zero.Init partitioned it as it was built
             module.start_neutral()
         super().__init__(backbone, encoder, module)
-        self.backbone = backbone
         self.tally = WeightTally()
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.slotted
 
     def weights_by_category(self, state: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
         """Mean final weights over each category's questions, from a full copy of the MLP's weights."""
