@@ -15,7 +15,7 @@ def held_out_loss(backbone, gating=None) -> tuple[float, dict]:
     the gates' mean r_sink per layer on it."""
     encoder = backbone.encoder()
     examples = [
-        dict(encoder.encode(record["conversations"][:2], [decode_image(png)] if png else []), reader=0, index=0, bad=0)
+        dict(encoder.encode(record["conversations"][:2], [decode_image(png)] if png else []), lane=0, index=0, bad=0)
         for record, png in demo_samples(HELD_OUT_SAMPLES, seed=HELD_OUT_SEED)
     ]
     batch, _ = backbone.collator()(examples)

@@ -14,6 +14,7 @@ from torch.nn.utils.rnn import pad_sequence
 from sinktrain.data.batch import Batch
 from sinktrain.data.chat import IGNORE_INDEX
 from sinktrain.data.images import concat_vision
+from sinktrain.data.stream import stream_positions
 
 
 class Collator:
@@ -41,5 +42,4 @@ class Collator:
             questions=[s.get("question", "") for s in samples],
             categories=[s.get("category") for s in samples],
         )
-        positions = [(s["reader"], s["index"], s["bad"], s.get("part", 0), s.get("parts", 1)) for s in samples]
-        return batch, positions
+        return batch, stream_positions(samples)

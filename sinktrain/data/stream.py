@@ -1,32 +1,36 @@
-"""Streaming WebDataset shards to every rank and worker, with equal work and exact resume.
+"""Streaming WebDataset shards to every rank and worker in one global order, with exact, cheap and
+elastic resume.
 
-Each (rank, worker) pair is one *reader*; reader ``u`` of ``U = world_size * num_workers`` owns
-shards ``u, u + U, u + 2U, ...`` (split by node and by worker in one step) and walks them
-forever, epoch after epoch, each epoch in its own seeded shard order through a seeded shuffle
-buffer. Because every reader's stream is endless, every rank takes exactly the steps the loop
-asks for, whatever the shard sizes (what ``resampled=True`` + ``with_epoch`` buys elsewhere).
+The order is the job's, not a reader's (sinktrain.data.order): lanes cut every epoch's samples
+into equal stretches, and the job's micro-batch ``g`` is the next ``micro_batch`` examples of lane
+``g % lanes``. Rank ``r`` of ``W`` consumes micro-batches ``g = k * W + r`` (k = 0, 1, ... since the
+start), and PyTorch's DataLoader hands a rank's k-th micro-batch to worker ``k % num_workers`` (it
+collects workers' batches round-robin, in order); so each worker computes which micro-batches are
+its own and reads only their lanes. Nothing depends on timing, on the number of workers, or (for
+the sequence of micro-batches) on the number of ranks: a run resumes exactly on any of them.
 
-Every sample carries ``(reader, index)``: the training loop records, per reader, how many raw
-samples were consumed, and a resumed stream replays the same deterministic order and skips that
-many without decoding them. A per-sample function may turn one raw sample into several examples
-(a list; LSG's one example per turn): each carries ``(part, parts)`` too, and a checkpoint taken
-between two of them resumes with the next. Broken samples are skipped, logged with shard and key,
-and counted.
+When ranks x workers divides the number of lanes, every lane has one reader; otherwise readers
+that share a lane each decode it and keep their own micro-batches (correct, but more work: a
+warning says so). Every example carries (lane, index, bad, part, parts), the training loop
+records them in a StreamState, and a resumed stream starts each lane where it stood. Broken
+samples are skipped, logged with shard and key, and counted.
 """
 
 from __future__ import annotations
 
 import glob
-import os
+import itertools
 import logging
-import random
-from dataclasses import dataclass, field
+import os
 from typing import Any, Callable, Iterator
 
 import braceexpand
-import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
+from sinktrain.data.order import DataOrder, lane_samples
+from sinktrain.data.shard_index import shard_sizes
+from sinktrain.data.stream_state import StreamState
+from sinktrain.data.tar_samples import BROKEN, ReadStats
 from sinktrain.errors import SinkTrainError
 
 logger = logging.getLogger("sinktrain")
@@ -57,92 +61,61 @@ def expand_shards(spec: str) -> list[str]:
     return urls
 
 
-def check_enough_shards(num_shards: int, world_size: int, num_workers: int) -> None:
-    readers = world_size * max(num_workers, 1)
-    if num_shards < readers:
-        raise SinkTrainError(
-            f"{num_shards} shards for {world_size} ranks x {max(num_workers, 1)} data workers = {readers} readers: "
-            f"every reader needs at least one shard. Write at least {readers} shards (tools/make_shards.py "
-            f"--max_samples_per_shard smaller), or lower --num_workers, or use fewer ranks"
-        )
-
-
 class BadSample(Exception):
     """A sample that cannot be decoded or tokenized; the stream skips and counts it."""
 
 
-@dataclass
-class ReaderState:
-    """What a reader has consumed so far: raw samples, how many of those were bad, and how many
-    examples of the next raw sample were used already (a sample split into several examples, e.g.
-    LSG's one example per turn, can be cut by a checkpoint)."""
-
-    consumed: int = 0
-    bad: int = 0
-    parts_done: int = 0
+MAX_BAD_IN_A_ROW = 1000  # a lane that finds nothing usable must fail, not spin forever
 
 
-@dataclass
-class StreamState:
-    """Resume point of the whole stream: one ReaderState per reader."""
-
-    readers: int
-    states: dict[int, ReaderState] = field(default_factory=dict)
-
-    def update(self, reader: int, index: int, bad: int, part: int = 0, parts: int = 1) -> None:
-        """Example ``part`` of ``parts`` made from raw sample ``index`` was used."""
-        self.advance(reader, (index + 1, 0) if part + 1 >= parts else (index, part + 1), bad)
-
-    def advance(self, reader: int, position: tuple[int, int], bad: int) -> None:
-        """Move ``reader`` to ``position`` = (raw samples consumed, examples of the next one used), never back."""
-        state = self.states.setdefault(reader, ReaderState())
-        if position > (state.consumed, state.parts_done):
-            state.consumed, state.parts_done = position
-            state.bad = bad
-
-    def merge(self, other: "StreamState") -> None:
-        for reader, state in other.states.items():
-            self.advance(reader, (state.consumed, state.parts_done), state.bad)
-
-    def totals(self) -> tuple[int, int]:
-        return sum(s.consumed for s in self.states.values()), sum(s.bad for s in self.states.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"readers": self.readers, "states": {str(k): vars(v) for k, v in self.states.items()}}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "StreamState":
-        return cls(data["readers"], {int(k): ReaderState(**v) for k, v in data["states"].items()})
-
-
-def shuffled(samples: Iterator[dict], buffer_size: int, rng: random.Random) -> Iterator[dict]:
-    """A seeded shuffle buffer: the same rng gives the same order, which exact resume relies on."""
-    buffer_size = max(buffer_size, 1)  # --shuffle_buffer 0: no shuffling within shards
-    buffer: list[dict] = []
-    for sample in samples:
-        if len(buffer) < buffer_size:
-            buffer.append(sample)
-            continue
-        slot = rng.randrange(buffer_size)
-        yield buffer[slot]
-        buffer[slot] = sample
-    rng.shuffle(buffer)
-    yield from buffer
-
-
-MAX_BAD_IN_A_ROW = 1000  # a reader that finds nothing usable must fail, not spin forever
-
-
-def check_not_all_bad(reader: int, bad_in_a_row: int, url: str | None) -> None:
+def check_not_all_bad(lane: int, bad_in_a_row: int, url: str | None) -> None:
     if bad_in_a_row >= MAX_BAD_IN_A_ROW:
         raise SinkTrainError(
-            f"data reader {reader}: the last {bad_in_a_row} samples were all unusable (latest in {url}); its "
+            f"data lane {lane}: the last {bad_in_a_row} samples were all unusable (latest in {url}); its "
             "shards are broken or do not fit the model/template: fix or regenerate them (tools/make_shards.py)"
         )
 
 
+class LaneReader:
+    """One lane's examples, in order, from its resume position; hands out its micro-batches."""
+
+    def __init__(self, stream: "ShardStream", lane: int, next_micro_batch: int):
+        self.stream, self.lane, self.next_micro_batch = stream, lane, next_micro_batch
+        self.examples = self._examples(stream.resume.lane(lane))
+
+    def micro_batch(self, index: int) -> Iterator[dict]:
+        """The lane's micro-batch ``index`` (those before it that another reader owns are decoded and dropped)."""
+        size = self.stream.micro_batch
+        for _ in range(index - self.next_micro_batch):
+            for _ in itertools.islice(self.examples, size):
+                pass
+        self.next_micro_batch = index + 1
+        return itertools.islice(self.examples, size)
+
+    def _examples(self, state) -> Iterator[dict]:
+        stream, lane = self.stream, self.lane
+        bad, bad_in_a_row = state.bad, 0
+        for index, raw in lane_samples(stream.order, stream.shards, lane, state.consumed, stream.stats):
+            try:
+                if BROKEN in raw:
+                    raise BadSample(f"unreadable shard data: {raw[BROKEN]}")
+                sample = stream.decode(raw)
+            except BadSample as err:
+                bad, bad_in_a_row = bad + 1, bad_in_a_row + 1
+                if BROKEN not in raw:  # a broken shard was logged once when it broke off
+                    logger.warning("skipping bad sample %s in %s: %s", raw.get("__key__"), raw.get("__url__"), err)
+                check_not_all_bad(lane, bad_in_a_row, raw.get("__url__"))
+                continue
+            bad_in_a_row = 0
+            examples = sample if isinstance(sample, list) else [sample]
+            first = state.parts_done if index == state.consumed else 0  # the rest of a sample a checkpoint cut
+            for part in range(first, len(examples)):
+                yield dict(examples[part], lane=lane, index=index, bad=bad, part=part, parts=len(examples))
+
+
 class ShardStream(IterableDataset):
-    """Endless, deterministic, resumable per-reader streams of decoded samples."""
+    """This rank's micro-batches of the job's global order, as a stream of examples (batch them
+    with ``DataLoader(stream, batch_size=micro_batch, num_workers=num_workers)``)."""
 
     def __init__(
         self,
@@ -154,71 +127,61 @@ class ShardStream(IterableDataset):
         seed: int = 0,
         shuffle_buffer: int = 1000,
         resume: StreamState | None = None,
+        *,
+        micro_batch: int = 1,
+        lanes: int | None = None,
+        sizes: list[int] | None = None,
     ):
-        self.shards, self.decode = shards, decode
+        self.shards, self.decode, self.micro_batch = shards, decode, micro_batch
         self.rank, self.world_size, self.num_workers = rank, world_size, max(num_workers, 1)
-        self.readers = world_size * self.num_workers
-        check_enough_shards(len(shards), world_size, num_workers)
-        self.seed, self.shuffle_buffer = seed, shuffle_buffer
-        if resume is not None and resume.readers != self.readers:
-            raise SinkTrainError(
-                f"the checkpoint's data position is for {resume.readers} readers (ranks x workers) but this run has "
-                f"{self.readers}; resume with the same number of ranks and --num_workers"
+        self.resume = resume or StreamState(lanes or world_size * self.num_workers, micro_batch)
+        check_resume(self.resume, micro_batch, world_size, lanes)
+        self.lanes = self.resume.lanes
+        sizes = shard_sizes(shards) if sizes is None else sizes
+        self.order = DataOrder(tuple(sizes), self.lanes, shuffle_buffer, seed)
+        self.stats = ReadStats()
+        readers = world_size * self.num_workers
+        if self.lanes % readers:
+            logger.warning(
+                "%d data lanes for %d readers (ranks x workers): readers share lanes and decode each other's "
+                "samples; for the least work make ranks x --num_workers divide %d", self.lanes, readers, self.lanes,
             )
-        self.resume = resume or StreamState(self.readers)
 
-    def reader_index(self) -> int:
-        worker = get_worker_info()
-        return self.rank * self.num_workers + (worker.id if worker else 0)
-
-    def raw_samples(self, reader: int) -> Iterator[dict]:
-        own = self.shards[reader :: self.readers]
-        epoch = 0
-        while True:
-            order = list(own)
-            random.Random(f"{self.seed}-{reader}-{epoch}").shuffle(order)
-            # Our readers already split by node and worker, so WebDataset must not split again.
-            tars = wds.WebDataset(
-                order, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False,
-                handler=self._broken_tar,
-            )
-            rng = random.Random(f"{self.seed}-{reader}-{epoch}-buffer")
-            read = 0
-            for sample in shuffled(iter(tars), self.shuffle_buffer, rng):
-                read += 1
-                yield sample
-            if not read:  # an endless loop over nothing would hang this rank (and so the whole job)
-                raise SinkTrainError(
-                    f"data reader {reader} read no sample from its shards ({', '.join(own)}): they are empty or "
-                    "unreadable (the log above names the errors); regenerate them (tools/make_shards.py) "
-                    "or leave them out of --data"
-                )
-            epoch += 1
-
-    def _broken_tar(self, error: Exception) -> bool:
-        """WebDataset handler for unreadable tar data: log, count, go on with the next member."""
-        logger.warning("skipping unreadable shard data: %s", error)
-        self._broken += 1
-        return True
+    def first_lane_batch(self, lane: int) -> int:
+        """How many of the lane's micro-batches the job consumed before this stream started."""
+        return max(0, -(-(self.resume.micro_batches - lane) // self.lanes))
 
     def __iter__(self) -> Iterator[dict]:
-        reader = self.reader_index()
-        state = self.resume.states.get(reader, ReaderState())
-        bad, self._broken, bad_in_a_row = state.bad, 0, 0
-        for index, raw in enumerate(self.raw_samples(reader)):
-            if index < state.consumed:
-                self._broken = 0  # broken data before the resume point was counted already
-                continue  # replayed, not decoded: resume skips what the checkpoint consumed
-            bad, self._broken = bad + self._broken, 0
-            try:
-                sample = self.decode(raw)
-            except BadSample as err:
-                bad, bad_in_a_row = bad + 1, bad_in_a_row + 1
-                logger.warning("skipping bad sample %s in %s: %s", raw.get("__key__"), raw.get("__url__"), err)
-                check_not_all_bad(reader, bad_in_a_row, raw.get("__url__"))
-                continue
-            bad_in_a_row = 0
-            examples = sample if isinstance(sample, list) else [sample]
-            first = state.parts_done if index == state.consumed else 0  # the rest of a sample a checkpoint cut
-            for part in range(first, len(examples)):
-                yield dict(examples[part], reader=reader, index=index, bad=bad, part=part, parts=len(examples))
+        worker = get_worker_info()
+        first_local = self.resume.micro_batches // self.world_size
+        readers: dict[int, LaneReader] = {}
+        for k in itertools.count(worker.id if worker else 0, self.num_workers):
+            job_batch = (first_local + k) * self.world_size + self.rank
+            lane = job_batch % self.lanes
+            if lane not in readers:
+                readers[lane] = LaneReader(self, lane, self.first_lane_batch(lane))
+            yield from readers[lane].micro_batch(job_batch // self.lanes)
+
+
+def check_resume(resume: StreamState, micro_batch: int, world_size: int, lanes: int | None) -> None:
+    if lanes is not None and lanes != resume.lanes:
+        raise SinkTrainError(
+            f"--data_lanes {lanes}: the checkpoint's global order has {resume.lanes} lanes, fixed for the run's "
+            f"lifetime; resume with --data_lanes {resume.lanes} or without the flag"
+        )
+    if resume.micro_batch != micro_batch:
+        raise SinkTrainError(
+            f"the checkpoint's data order is cut in micro-batches of {resume.micro_batch} samples, this run's are "
+            f"{micro_batch}; resume with --per_device_batch_size {resume.micro_batch} (change --grad_accum to "
+            "keep the global batch on another number of ranks)"
+        )
+    if resume.micro_batches % world_size:
+        raise SinkTrainError(
+            f"the checkpoint consumed {resume.micro_batches} micro-batches, which {world_size} ranks cannot "
+            "share evenly; resume with ranks x --grad_accum equal to the checkpoint's"
+        )
+
+
+def stream_positions(samples: list[dict[str, Any]]) -> list[tuple[int, int, int, int, int]]:
+    """What the training loop records of a micro-batch: (lane, index, bad, part, parts) per example."""
+    return [(s["lane"], s["index"], s["bad"], s.get("part", 0), s.get("parts", 1)) for s in samples]

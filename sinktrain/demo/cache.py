@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-DEMO_VERSION = 9  # bump when a demo model or the demo data change, so stale caches are rebuilt
+DEMO_VERSION = 10  # bump when a demo model or the demo data change, so stale caches are rebuilt
 BUILD_THREADS = 2  # a fixed count fixes how every kernel splits its work, hence the order of its sums
 
 

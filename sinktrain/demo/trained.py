@@ -70,7 +70,7 @@ def pretrain_demo_model(base: Path, out_dir: Path, steps: int = PRETRAIN_STEPS, 
 
     backbone = load_backbone(str(base))
     backbone.freeze_vision()
-    stream = ShardStream(expand_shards(data or demo_data_pattern()), EncodedOnce(backbone.encoder(max_length=512)), rank=0, world_size=1, num_workers=0, seed=SEED)
+    stream = ShardStream(expand_shards(data or demo_data_pattern()), EncodedOnce(backbone.encoder(max_length=512)), rank=0, world_size=1, num_workers=0, seed=SEED, micro_batch=PRETRAIN_BATCH)
     batches = iter(DataLoader(stream, batch_size=PRETRAIN_BATCH, collate_fn=backbone.collator()))
     optimizer = torch.optim.AdamW([p for p in backbone.model.parameters() if p.requires_grad], lr=PRETRAIN_LR)
     schedule = torch.optim.lr_scheduler.LambdaLR(

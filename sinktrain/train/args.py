@@ -50,7 +50,8 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     data.add_argument("--on_overflow", choices=OVERFLOW_POLICIES, default="truncate", help="what to do with samples longer than --max_length")
     data.add_argument("--max_bad_fraction", type=float, default=0.01, help="stop when more than this fraction of samples is broken")
     data.add_argument("--num_workers", type=int, default=2, help="data-loading processes per rank")
-    data.add_argument("--shuffle_buffer", type=int, default=1000)
+    data.add_argument("--shuffle_buffer", type=int, default=1000, help="samples shuffled together (a window of each data lane); 0: no shuffling")
+    data.add_argument("--data_lanes", type=int, default=None, help="stretches the global sample order is read in (fixed for the run's lifetime); default: ranks x --num_workers. To resume on other rank counts with least work, pick a multiple of every ranks x workers you will use (e.g. 48)")
 
     out = parser.add_argument_group("output")
     out.add_argument("--log_every", type=int, default=1, help="steps between progress lines")

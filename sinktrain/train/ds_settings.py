@@ -39,6 +39,9 @@ class RunSettings:
     output_dir: str  # checkpoints, logs; TensorBoard goes to {output_dir}/tensorboard
     hidden_size: int | None = None  # LLM width, sizes "auto" ZeRO buckets (LLaMA-7B: 4096)
 
+    def global_batch(self, world_size: int) -> int:
+        return self.per_device_batch_size * self.grad_accum * world_size
+
 
 # --- checks -------------------------------------------------------------------------------------
 

@@ -24,11 +24,13 @@ from torch.utils.data import DataLoader
 
 from sinktrain.backbones.base import Backbone
 from sinktrain.data.batch import Batch
-from sinktrain.data.stream import ShardStream, StreamState
+from sinktrain.data.stream import ShardStream
+from sinktrain.data.stream_state import StreamState
 from sinktrain.errors import SinkTrainError
 from sinktrain.train import checkpoint
 from sinktrain.train.progress import Progress
-from sinktrain.train.run import Run, barrier
+from sinktrain.train.elastic import UNIVERSAL_TAG, convert_to_universal
+from sinktrain.train.run import Run, barrier, on_main_first
 from sinktrain.train.run_record import write_run_record
 from sinktrain.train.stop import StopSignals, ignore_stop_signals
 from sinktrain.train.zero import full_numel, is_partitioned, local_numel
@@ -69,6 +71,7 @@ def data_loader(run: Run, backbone: Backbone, template: str, resume: StreamState
     encoder.one_example_per_turn = getattr(args, "multi_turn", "joint") == "split"  # LSG (sinktrain.data.turns)
     stream = ShardStream(
         run.shards, encoder, run.rank, run.world_size, args.num_workers, args.seed, args.shuffle_buffer, resume,
+        micro_batch=settings.per_device_batch_size, lanes=args.data_lanes, sizes=run.sizes,
     )
     return DataLoader(
         stream, batch_size=settings.per_device_batch_size, num_workers=args.num_workers,
@@ -79,7 +82,7 @@ def data_loader(run: Run, backbone: Backbone, template: str, resume: StreamState
 def gather_stream_state(local: StreamState) -> StreamState:
     states = [None] * dist.get_world_size()
     dist.all_gather_object(states, local.to_dict())
-    merged = StreamState(local.readers)
+    merged = StreamState(local.lanes, local.micro_batch)
     for state in states:
         merged.merge(StreamState.from_dict(state))
     return merged
@@ -96,7 +99,9 @@ def check_bad_fraction(seen: float, bad: float, limit: float) -> None:
 
 def save_checkpoint(run: Run, engine, step: int, local: StreamState, extra_save) -> Path:
     stream = gather_stream_state(local)
-    state = {"step": step, "world_size": run.world_size, "stream": stream.to_dict()}
+    global_batch = run.settings.global_batch(run.world_size)
+    stream.micro_batches = step * global_batch // stream.micro_batch  # the job's, whatever its ranks
+    state = {"step": step, "world_size": run.world_size, "global_batch": global_batch, "data": run.data, "stream": stream.to_dict()}
 
     def write(root: Path, tag: str) -> None:
         engine.save_checkpoint(str(root), tag=tag, save_latest=False)
@@ -114,6 +119,8 @@ def restore(run: Run, engine) -> tuple[int, StreamState | None]:
         return 0, None
     root, tag = run.resume_from
     state = checkpoint.read_state(root, tag)
+    if run.resume_ranks != run.world_size:  # elastic: DeepSpeed's universal checkpoint, converted once on rank 0
+        root, tag = on_main_first(lambda: convert_to_universal(*run.resume_from, run.output_dir)), UNIVERSAL_TAG
     load_path, _ = engine.load_checkpoint(str(root), tag=tag)
     if load_path is None:
         raise SinkTrainError(f"DeepSpeed could not load checkpoint {root / tag}; it may be from another model or ZeRO stage")
@@ -155,8 +162,8 @@ def train_steps(run: Run, engine, loader: DataLoader, start_step: int, stream: S
         loss_sum = 0.0
         for _ in range(settings.grad_accum):
             batch, positions = next(batches)
-            for reader, index, bad, part, parts in positions:
-                stream.update(reader, index, bad, part, parts)
+            for lane, index, bad, part, parts in positions:
+                stream.update(lane, index, bad, part, parts)
             tally.add(batch)
             loss = engine(batch.to(engine.device))
             engine.backward(loss)
@@ -216,10 +223,10 @@ def fit(run: Run, backbone: Backbone, template: str, hooks: MethodHooks | None =
     )
     start_step, resume_state = restore(run, engine)
     loader = data_loader(run, backbone, template, resume_state)
-    stream = resume_state or StreamState(loader.dataset.readers)
+    stream = StreamState.from_dict(loader.dataset.resume.to_dict())  # the loop's own copy
     settings = run.settings
     progress = Progress(
-        settings.max_steps, start_step, settings.per_device_batch_size * settings.grad_accum * run.world_size,
+        settings.max_steps, start_step, settings.global_batch(run.world_size),
         tensorboard_dir(run), run.is_main,
     )
     stop = StopSignals()  # in each rank's main process; its data workers ignore the signals (worker_init_fn)

@@ -11,8 +11,6 @@ import datetime
 import json
 import logging
 import math
-import os
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -23,14 +21,18 @@ from transformers import set_seed
 
 from sinktrain import demo
 from sinktrain.backbones.registry import backbone_class, load_backbone, load_config, resolve_profile
-from sinktrain.data.stream import check_enough_shards, expand_shards
+from sinktrain.data.shard_index import shard_sizes
+from sinktrain.data.stream import expand_shards
 from sinktrain.errors import SinkTrainError
 from sinktrain.log import setup_logging
 from sinktrain.train import checkpoint
 from sinktrain.train.distributed import init_distributed
+from sinktrain.train.elastic import enable_universal_loading
+from sinktrain.train.resume_checks import check_resumable, data_identity, ranks_and_accumulation
 from sinktrain.train.ds_config import RunSettings, load_ds_config, resolve_ds_config, settings_from_config, zero_stage
 
 logger = logging.getLogger("sinktrain")
+DATA_INDEX = "data_index.json"  # samples per shard, counted once per run directory
 
 
 @dataclass
@@ -40,10 +42,13 @@ class Run:
     world_size: int
     model: str
     shards: list[str]
+    sizes: list[int]  # samples per shard (sinktrain.data.shard_index)
+    data: dict  # what a checkpoint records of --data (sinktrain.train.resume_checks.data_identity)
     output_dir: Path
     ds_config: dict
     settings: RunSettings
     resume_from: tuple[Path, str] | None
+    resume_ranks: int | None  # how many ranks wrote the checkpoint resumed from
     recipe: str = ""
     keep_alive: list = field(default_factory=list)  # HfDeepSpeedConfig must outlive from_pretrained
 
@@ -95,17 +100,6 @@ def default_output_dir(recipe: str) -> Path:
     return Path("runs") / f"{recipe}-{stamp}"
 
 
-def count_samples(shards: list[str]) -> int:
-    """Samples in local shards (distinct keys), for --num_epochs; remote shards need --max_steps."""
-    total = 0
-    for shard in shards:
-        if not os.path.isfile(shard):
-            raise SinkTrainError(f"cannot count samples in remote shard {shard}; pass --max_steps")
-        with tarfile.open(shard) as tar:
-            total += len({member.name.split(".", 1)[0] for member in tar.getmembers() if member.isfile()})
-    return total
-
-
 def run_settings(args, output_dir: Path, hidden_size: int, max_steps: int) -> RunSettings:
     precision = args.precision or ("bf16" if torch.cuda.is_available() else "fp32")
     return RunSettings(
@@ -115,14 +109,14 @@ def run_settings(args, output_dir: Path, hidden_size: int, max_steps: int) -> Ru
     )
 
 
-def resolve_config(args, output_dir: Path, hidden_size: int, world_size: int, shards: list[str]) -> tuple[dict, RunSettings]:
+def resolve_config(args, output_dir: Path, hidden_size: int, world_size: int, samples: int) -> tuple[dict, RunSettings]:
     raw = load_ds_config(args.ds_config)
     fields = {f.name for f in dataclasses.fields(RunSettings)}
     explicit = (set(args.explicit) & fields) | ({"max_steps"} if args.max_steps else set())
     if args.max_steps is None or args.save_every_epoch:  # steps from epochs once the config's global batch is known
         probe_run = run_settings(args, output_dir, hidden_size, max_steps=1)
         probe = settings_from_config(resolve_ds_config(raw, probe_run, explicit, world_size), probe_run)
-        steps_per_epoch = count_samples(shards) / (probe.per_device_batch_size * probe.grad_accum * world_size)
+        steps_per_epoch = samples / probe.global_batch(world_size)
         if args.max_steps is None:
             args.max_steps = max(1, math.ceil(args.num_epochs * steps_per_epoch))
         if args.save_every_epoch:
@@ -138,16 +132,6 @@ def enable_zero3_loading(config: dict, keep_alive: list) -> None:
         from transformers.integrations import HfDeepSpeedConfig
 
         keep_alive.append(HfDeepSpeedConfig(config))
-
-
-def check_resumable(resume_from: tuple[Path, str], world_size: int) -> None:
-    root, tag = resume_from
-    saved = checkpoint.read_state(root, tag)["world_size"]
-    if saved != world_size:
-        raise SinkTrainError(
-            f"checkpoint {root / tag} was written by {saved} ranks, this run has {world_size}; resume with "
-            f"{saved} ranks (deepspeed --num_gpus {saved}): ZeRO-3 optimizer shards are per rank"
-        )
 
 
 def check_model_choices(args, model: str):
@@ -177,20 +161,28 @@ def setup_run(
     data = args.data or on_main_first(lambda: demo_data(args.model))
     config = check_model_choices(args, model)
     shards = expand_shards(data)
-    check_enough_shards(len(shards), world_size, args.num_workers)
     output_dir = Path(broadcast(str(args.output_dir or default_output_dir(recipe))))
     if prepare_data is not None:
         shards = on_main_first(lambda: prepare_data(shards, output_dir, world_size))
-    ds_config, settings = resolve_config(args, output_dir, config.text_config.hidden_size, world_size, shards)
+    sizes = on_main_first(lambda: shard_sizes(shards, output_dir / DATA_INDEX))
+    ds_config, settings = resolve_config(args, output_dir, config.text_config.hidden_size, world_size, sum(sizes))
+    identity = data_identity(data, shards, sizes)
     resume_from = checkpoint.resolve_resume(args.resume, output_dir)
+    saved_ranks = None
     if resume_from is not None:
-        check_resumable(resume_from, world_size)
+        saved_ranks, accum = ranks_and_accumulation(resume_from, world_size, settings)
+        if accum != settings.grad_accum:  # another number of ranks: the same global batch
+            args.grad_accum, args.explicit = accum, set(args.explicit) | {"grad_accum"}
+            ds_config, settings = resolve_config(args, output_dir, config.text_config.hidden_size, world_size, sum(sizes))
+        check_resumable(resume_from, settings.global_batch(world_size), identity)
+        if saved_ranks != world_size:
+            enable_universal_loading(ds_config)
     if args.resume is None and checkpoint.latest(output_dir / "checkpoints"):
         raise SinkTrainError(
             f"{output_dir} already holds checkpoints; pass --resume auto to continue that run, or choose a "
             "new --output_dir (nothing was overwritten)"
         )
-    run = Run(args, rank, world_size, model, shards, output_dir, ds_config, settings, resume_from, recipe)
+    run = Run(args, rank, world_size, model, shards, sizes, identity, output_dir, ds_config, settings, resume_from, saved_ranks, recipe)
     enable_zero3_loading(ds_config, run.keep_alive)
     if run.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -64,7 +64,7 @@ def run_record(run, backbone: Backbone) -> dict:
         "recipe": run.recipe,
         "training": {
             **dataclasses.asdict(settings), "world_size": run.world_size, "zero_stage": zero_stage(run.ds_config),
-            "global_batch_size": settings.per_device_batch_size * settings.grad_accum * run.world_size,
+            "global_batch_size": settings.global_batch(run.world_size),
             "data": args.data or "the demo shards", "ds_config": args.ds_config, "seed": args.seed,
         },
     }

@@ -109,7 +109,7 @@ FAMILIES = {
 
 def examples(backbone, chosen) -> list[dict]:
     encoder = backbone.encoder()
-    return [dict(encoder.encode(record["conversations"], [image] if image else []), reader=0, index=0, bad=0) for record, image in chosen]
+    return [dict(encoder.encode(record["conversations"], [image] if image else []), lane=0, index=0, bad=0) for record, image in chosen]
 
 
 def collate(backbone, chosen):

@@ -29,7 +29,7 @@ def captions(family, stock):
     """Six caption samples, collated in the family's pretraining format."""
     pairs = [(record, Image.open(io.BytesIO(png)).convert("RGB")) for record, png in caption_samples(6, seed=5)]
     encoder = stock.encoder(stock.pretraining_template())
-    rows = [dict(encoder.encode(record["conversations"], [image]), reader=0, index=0, bad=0) for record, image in family.scenes(pairs)]
+    rows = [dict(encoder.encode(record["conversations"], [image]), lane=0, index=0, bad=0) for record, image in family.scenes(pairs)]
     batch, _ = stock.collator()(rows)
     return batch
 

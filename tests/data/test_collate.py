@@ -29,10 +29,10 @@ IMG = 50  # the image token id of the collator tests below
 BLANK = ({"pixel_values": torch.full((1, 3, 4, 4), 7.0)}, [3])  # a blank image that takes 3 slots
 
 
-def toy(ids, labels, images, reader, index, bad):
+def toy(ids, labels, images, lane, index, bad):
     vision = {"pixel_values": torch.arange(images * 48.0).view(images, 3, 4, 4)} if images else {}
     return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "vision": vision, "images": images,
-            "reader": reader, "index": index, "bad": bad}
+            "lane": lane, "index": index, "bad": bad}
 
 
 def test_collator_pads_right_concatenates_images_and_keeps_positions():
@@ -47,7 +47,7 @@ def test_collator_pads_right_concatenates_images_and_keeps_positions():
     assert set(batch.vision) == {"pixel_values"}  # images in row order, and no blank among them
     expected = torch.cat([samples[0]["vision"]["pixel_values"], samples[2]["vision"]["pixel_values"]])
     assert torch.equal(batch.vision["pixel_values"], expected)
-    assert positions == [(0, 3, 0, 0, 1), (2, 11, 4, 0, 1), (2, 12, 4, 0, 1)]  # (reader, index, bad, part, parts)
+    assert positions == [(0, 3, 0, 0, 1), (2, 11, 4, 0, 1), (2, 12, 4, 0, 1)]  # (lane, index, bad, part, parts)
 
 
 def test_collator_gives_a_batch_without_images_the_blank_as_masked_padding_of_row_0():
@@ -77,7 +77,7 @@ def text_sample(backbone, question, answer, index):
     turns = [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
     sample = backbone.encoder().encode(turns, [])
     assert sample is not None and sample["vision"] == {} and sample["images"] == 0
-    return dict(sample, reader=0, index=index, bad=0)
+    return dict(sample, lane=0, index=index, bad=0)
 
 
 def image_sample(backbone, scene, category, index):
@@ -85,7 +85,7 @@ def image_sample(backbone, scene, category, index):
              {"from": "gpt", "value": scenes.answer(scene, category)}]
     sample = backbone.encoder().encode(turns, [draw_scene(scene)])
     assert sample is not None and sample["images"] == 1
-    return dict(sample, reader=0, index=index, bad=0)
+    return dict(sample, lane=0, index=index, bad=0)
 
 
 def texts(backbone):

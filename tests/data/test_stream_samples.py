@@ -1,7 +1,7 @@
 """The shard stream end to end, part 2: real tar shards, real DataLoader worker processes, the real
-demo tokenizer and image processor. Covers unreadable shard data, broken and over-long samples,
-the bad-sample budget and the collator. (Reader splitting, endless streams, exact resume and
-clear errors: test_stream_readers.py.)
+demo tokenizer and image processor. Covers broken and over-long samples,
+the bad-sample budget and the collator. (The global order, exact resume and clear errors:
+test_stream_order.py, test_stream_resume.py.)
 
     python -m pytest tests/data/test_stream_samples.py -q
 """
@@ -24,24 +24,9 @@ from sinktrain.data.shards import write_shards
 from sinktrain.data.stream import ShardStream
 from sinktrain.errors import SinkTrainError
 from sinktrain.train.loop import check_bad_fraction
-from stream_helpers import Keyed, always_bad, chat, key_of, png, write_sized
+from stream_helpers import Keyed, always_bad, chat, png, write_sized
 
 M = -100  # IGNORE_INDEX, written out so a change there fails these tests
-
-
-# --- 1. unreadable shard data -------------------------------------------------------------------
-
-
-def test_unreadable_shard_data_is_skipped_counted_and_logged(tmp_path, sinktrain_warnings):
-    shards, keys = write_sized(tmp_path, [3])
-    garbage = tmp_path / "garbage.tar"
-    garbage.write_bytes(b"this is not a tar file" * 50)
-    stream = ShardStream([shards[0], str(garbage)], key_of, rank=0, world_size=1, num_workers=1, shuffle_buffer=1)
-    samples = list(islice(iter(stream), 9))  # three epochs of the good shard
-    assert sorted(s["key"] for s in samples) == sorted(keys[0] * 3)
-    assert samples[-1]["bad"] >= 2  # the garbage shard counted in (at least) the first two epochs
-    assert any("unreadable shard data" in r.getMessage() and str(garbage) in r.getMessage()
-               for r in sinktrain_warnings.records)
 
 
 # --- 2. broken and over-long samples with the real encoder -------------------------------------
@@ -191,15 +176,16 @@ def test_collated_batches_from_worker_processes(tmp_path, processor, num_image_t
     samples += [({"id": f"t{i}", "conversations": chat("Hi?", "Hello." * (i + 1))}, None, None) for i in range(3)]
     shards = write_shards(samples, str(tmp_path / "%06d.tar"), 3)
     pad = processor.tokenizer.pad_token_id
-    stream = ShardStream(shards, encoder(processor, num_image_tokens, 512), rank=0, world_size=1, num_workers=2)
+    stream = ShardStream(shards, encoder(processor, num_image_tokens, 512), rank=0, world_size=1, num_workers=2,
+                         micro_batch=3)
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
     collate = Collator(pad, image_id, image_inputs(processor, num_image_tokens).blank())
     loader = DataLoader(stream, batch_size=3, num_workers=2, collate_fn=collate)
     kinds = []
-    for batch, positions in islice(loader, 4):  # reader 0 owns the image shard, reader 1 the text one
+    for batch, positions in islice(loader, 4):  # each lane (3 samples) is one shard
         lengths = batch.attention_mask.sum(1)
         assert batch.input_ids.shape == batch.labels.shape == batch.attention_mask.shape
-        assert len({position[0] for position in positions}) == 1 and len(positions) == 3  # one reader per batch
+        assert len({position[0] for position in positions}) == 1 and len(positions) == 3  # one lane per batch
         blank = not batch.has_image.any()
         kinds.append(blank)
         assert batch.images_per_sample.tolist() == [0 if blank else 1] * 3

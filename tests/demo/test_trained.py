@@ -12,7 +12,9 @@ import torch
 
 from sinktrain import demo
 from sinktrain.backbones.registry import load_backbone
+from sinktrain.data.order import lane_samples
 from sinktrain.data.stream import ShardStream, expand_shards
+from sinktrain.data.tar_samples import ReadStats
 from sinktrain.demo.trained import EncodedOnce
 
 SAMPLES = 12
@@ -40,7 +42,7 @@ def scribble_on(example: dict) -> None:
 def test_a_remembered_sample_is_the_encoded_sample(family):
     encode = load_backbone(str(demo.ensure_demo_model(family))).encoder(max_length=512)
     stream = ShardStream(expand_shards(demo.demo_data_pattern()), encode, rank=0, world_size=1, num_workers=0)
-    raws = list(itertools.islice(stream.raw_samples(0), SAMPLES))
+    raws = [raw for _, raw in itertools.islice(lane_samples(stream.order, stream.shards, 0, 0, ReadStats()), SAMPLES)]
     once = EncodedOnce(encode)
     for raw in raws:
         scribble_on(once(raw))

@@ -183,7 +183,7 @@ def training_batch(backbone, image, answers: tuple[str, str]):
     """A right-padded training batch of the same question with two answers of unequal length."""
     encoder, collator = backbone.encoder(), backbone.collator()
     samples = [encoder.encode(question(QUESTIONS[1], answer), [image]) for answer in answers]
-    batch, _ = collator([dict(s, reader=0, index=i, bad=False) for i, s in enumerate(samples)])
+    batch, _ = collator([dict(s, lane=0, index=i, bad=False) for i, s in enumerate(samples)])
     return batch
 
 

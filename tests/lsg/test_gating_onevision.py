@@ -77,7 +77,7 @@ def test_a_two_image_sample_numbers_its_images_and_their_newlines(model_dir):
     backbone = load_backbone(str(model_dir))
     conversation = [{"from": "human", "value": "<image>\n<image>\nWhich image has more shapes?"}, {"from": "gpt", "value": "The first."}]
     example = backbone.encoder().encode(conversation, scenes(2))
-    batch, _ = backbone.collator()([dict(example, reader=0, index=0, bad=False)])
+    batch, _ = backbone.collator()([dict(example, lane=0, index=0, bad=False)])
     store, handle = llm_inputs(backbone)
     with torch.no_grad():
         backbone.forward(batch)

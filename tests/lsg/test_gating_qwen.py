@@ -166,7 +166,7 @@ def test_gating_signal_and_slot_state_under_padding(model_dir, prompt):
     left = gating.last_ratios[2][2]
     encoder = backbone.encoder()
     samples = [encoder.encode(question(QUESTIONS[2], answer), [image]) for answer in ("No, the shapes are large.", "No.")]
-    batch, _ = backbone.collator()([dict(s, reader=0, index=i, bad=False) for i, s in enumerate(samples)])
+    batch, _ = backbone.collator()([dict(s, lane=0, index=i, bad=False) for i, s in enumerate(samples)])
     assert not batch.attention_mask[1].all()  # the short answer's row is right-padded
     with torch.no_grad():
         backbone.forward(batch)

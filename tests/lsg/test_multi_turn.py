@@ -71,7 +71,7 @@ def test_each_answer_is_an_example_whose_prompt_is_the_generation_prompt(backbon
 
 
 def gate_ratio_training(backbone, gating, example) -> torch.Tensor:
-    batch, _ = backbone.collator()([dict(example, reader=0, index=0, bad=0)])
+    batch, _ = backbone.collator()([dict(example, lane=0, index=0, bad=0)])
     with torch.no_grad():
         backbone.model(**backbone.model_inputs(batch.input_ids, batch.attention_mask, batch.vision), labels=batch.labels)
     return gating.last_ratios[LAYER][0]

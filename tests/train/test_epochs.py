@@ -8,12 +8,13 @@ from pathlib import Path
 
 from scripts import load_script
 from sinktrain.train.args import common_parser, parse
+from sinktrain.data.shard_index import shard_sizes
 from sinktrain.train.run import resolve_config
 
 
 
 def shard(path: Path, samples: int) -> str:
-    """A tar shard holding ``samples`` keys (count_samples counts keys, not their contents)."""
+    """A tar shard holding ``samples`` keys (the index counts keys, not their contents)."""
     with tarfile.open(path, "w") as tar:
         for key in range(samples):
             data = b"{}"
@@ -25,7 +26,7 @@ def shard(path: Path, samples: int) -> str:
 
 def steps(tmp_path, samples: int, world: int, *flags: str):
     args = parse(common_parser("test"), ["--model", "some/model", *flags])
-    resolve_config(args, tmp_path / "run", hidden_size=64, world_size=world, shards=[shard(tmp_path / "a.tar", samples)])
+    resolve_config(args, tmp_path / "run", hidden_size=64, world_size=world, samples=sum(shard_sizes([shard(tmp_path / "a.tar", samples)])))
     return args.max_steps, args.save_every
 
 

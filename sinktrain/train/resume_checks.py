@@ -1,0 +1,75 @@
+"""What a checkpoint must share with the run that resumes it, checked before any weight loads.
+
+A requeued or resumed job continues the checkpoint's global sample order, so it must stream the
+same data (same shards, same sample counts) with the same global batch; the micro-batch size is
+the unit lanes are cut in (sinktrain.data.stream checks it). Anything else is refused with both
+values named. On another number of ranks the gradient accumulation changes to keep the global
+batch, and the weights load through DeepSpeed's universal checkpoint (sinktrain.train.elastic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from sinktrain.errors import SinkTrainError
+from sinktrain.train import checkpoint
+
+logger = logging.getLogger("sinktrain")
+
+
+def data_identity(spec: str, shards: list[str], sizes: list[int]) -> dict:
+    """What the checkpoint records of --data: the spec as typed, and a digest of the shards' names
+    and sample counts, in order (not their folder: shards copied elsewhere, e.g. to a node's local
+    disk after a requeue, are the same data)."""
+    names = [os.path.basename(url) for url in shards]
+    digest = hashlib.sha256(json.dumps([names, sizes]).encode()).hexdigest()[:16]
+    return {"spec": spec, "shards": len(shards), "samples": sum(sizes), "digest": digest}
+
+
+def describe(data: dict) -> str:
+    return f"{data['spec']!r} ({data['shards']} shards, {data['samples']} samples)"
+
+
+def ranks_and_accumulation(resume_from: tuple[Path, str], world_size: int, settings) -> tuple[int, int]:
+    """(ranks that wrote the checkpoint, gradient accumulation for this run): on another number of
+    ranks, the accumulation that keeps the checkpoint's global batch (elastic resume)."""
+    root, tag = resume_from
+    state = checkpoint.read_state(root, tag)
+    saved_ranks, saved_batch = state["world_size"], state.get("global_batch")
+    if saved_ranks == world_size or saved_batch is None:
+        return saved_ranks, settings.grad_accum
+    per_step = settings.per_device_batch_size * world_size
+    if saved_batch % per_step:
+        raise SinkTrainError(
+            f"checkpoint {root / tag} trained with a global batch of {saved_batch} on {saved_ranks} ranks; {world_size} "
+            f"ranks x --per_device_batch_size {settings.per_device_batch_size} cannot make {saved_batch} with a whole "
+            f"--grad_accum; resume on a number of ranks that divides {saved_batch // settings.per_device_batch_size}"
+        )
+    logger.info(
+        "resuming %d ranks' checkpoint on %d: --grad_accum %d keeps its global batch of %d",
+        saved_ranks, world_size, saved_batch // per_step, saved_batch,
+    )
+    return saved_ranks, saved_batch // per_step
+
+
+def check_resumable(resume_from: tuple[Path, str], global_batch: int, data: dict) -> None:
+    root, tag = resume_from
+    state = checkpoint.read_state(root, tag)
+    where = root / tag
+    saved_batch = state.get("global_batch", global_batch)
+    if saved_batch != global_batch:
+        raise SinkTrainError(
+            f"checkpoint {where} trained with a global batch of {saved_batch} samples, this run's is {global_batch}; "
+            "resume with the same global batch (per_device_batch_size x grad_accum x ranks): the data position "
+            "and the learning-rate schedule are counted in its steps"
+        )
+    saved_data = state.get("data")
+    if saved_data is not None and saved_data["digest"] != data["digest"]:
+        raise SinkTrainError(
+            f"checkpoint {where} was trained on --data {describe(saved_data)}, this run reads --data {describe(data)}; "
+            "resume with the checkpoint's --data (or start a new --output_dir to train on other data)"
+        )
