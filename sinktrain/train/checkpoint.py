@@ -13,12 +13,15 @@ complete, and only then does ``latest`` move to it; old checkpoints are pruned a
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 from sinktrain.errors import SinkTrainError
+
+logger = logging.getLogger("sinktrain")
 
 LATEST = "latest"
 STATE_FILE = "trainer_state.json"
@@ -77,9 +80,28 @@ def save(root: Path, step: int, write: Callable[[Path, str], None], state: dict[
     return root / tag
 
 
+def complete_tags(root: Path) -> list[str]:
+    """Tags of the published checkpoints, oldest first (a directory gets its tag only when complete)."""
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.name.startswith("step_") and (p / STATE_FILE).is_file())
+
+
 def latest(root: Path) -> str | None:
+    """The newest complete checkpoint. ``latest`` names it; where that file is missing, damaged or
+    behind (a crash between publishing a checkpoint and moving ``latest``), the directories decide,
+    and a warning says so."""
     marker = root / LATEST
-    return marker.read_text().strip() if marker.is_file() else None
+    try:
+        named = marker.read_text().strip() if marker.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        named = "(unreadable)"
+    tags = complete_tags(root)
+    newest = tags[-1] if tags else None
+    if named != newest and (named is not None or newest is not None):
+        problem = "is missing" if named is None else f"names {named!r}, which is not the newest complete checkpoint"
+        logger.warning("%s %s; using %s", marker, problem, newest or "none: starting fresh")
+    return newest
 
 
 def resolve_resume(resume: str | None, output_dir: Path) -> tuple[Path, str] | None:

@@ -61,3 +61,29 @@ def test_resume_auto_and_explicit(tmp_path):
 def test_state_file_is_complete_json(tmp_path):
     save(tmp_path, 1, write_files("w"))
     assert json.loads((tmp_path / "step_000001" / checkpoint.STATE_FILE).read_text())["step"] == 1
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage", "stale", "gone"])
+def test_a_missing_or_damaged_latest_falls_back_to_the_newest_complete_checkpoint(tmp_path, damage, sinktrain_warnings):
+    root = tmp_path / "checkpoints"
+    for step in (10, 20):
+        save(root, step, write_files(f"w{step}"))
+    (root / ".tmp-step_000030").mkdir()  # a save killed midway: never a candidate
+    marker = root / checkpoint.LATEST
+    if damage == "missing":
+        marker.unlink()
+    elif damage == "garbage":
+        marker.write_bytes(b"\xff\xfe\x00junk")
+    elif damage == "stale":  # killed after publishing step 20, before moving latest
+        marker.write_text("step_000010")
+    else:
+        marker.write_text("step_000040")
+    assert checkpoint.resolve_resume("auto", tmp_path) == (root, "step_000020")
+    warned = " ".join(r.getMessage() for r in sinktrain_warnings.records)
+    assert str(marker) in warned and "using step_000020" in warned
+
+
+def test_latest_that_agrees_is_silent_and_no_checkpoint_is_none(tmp_path, sinktrain_warnings):
+    save(tmp_path, 10, write_files("w"))
+    assert checkpoint.latest(tmp_path) == "step_000010" and checkpoint.latest(tmp_path / "none") is None
+    assert not sinktrain_warnings.records
