@@ -62,7 +62,7 @@ logger = logging.getLogger("sinktrain")
 DEFAULT_MAX_BYTES_PER_SHARD = 1 << 30  # ~1 GiB: streams well and spreads evenly over workers
 # Tar member time: fixed, so the same samples always give the same shard bytes (the demo shards
 # are bitwise reproducible, and a reconverted dataset hashes as before).
-MEMBER_MTIME = 0.0
+MEMBER_MTIME = 0  # an int: a float mtime makes tarfile add a PAX header to every member (twice the headers to read)
 
 
 # --- writing -------------------------------------------------------------------------------
