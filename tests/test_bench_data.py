@@ -1,0 +1,49 @@
+"""Smoke test of tools/bench_data.py at toy sizes: it builds its data set, runs both loaders at every
+worker count, stays quiet and writes every number. No timing checks (targets are reported, not asserted)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from console import check_quiet
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tools" / "bench_data.py"
+WORKERS = ("1", "2")
+TINY = [
+    "--samples", "40", "--image_size", "56", "--samples_per_shard", "16", "--workers", ",".join(WORKERS),
+    "--batch", "2", "--batches", "4", "--warmup", "1", "--rounds", "2",
+]
+
+
+def positive(value) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+def check_report(report: dict) -> None:
+    assert report["data"]["samples"] == 40 and report["data"]["shard_files"] == 3  # 16 + 16 + 8
+    assert set(report["workers"]) == set(report["ratios"]) == set(WORKERS)
+    for workers, row in report["workers"].items():
+        for key in ("stream_samples_per_s", "map_samples_per_s", "ratio", "cpu_ratio", "stream_first_batch_s",
+                    "map_first_batch_s", "stream_cpu_ms_per_sample", "map_cpu_ms_per_sample"):
+            assert positive(row[key]), (workers, key, row)
+        assert len(row["stream_samples"]) == len(row["map_samples"]) == 2, row  # one per round
+        assert all(positive(value) for value in row["stream_samples"] + row["map_samples"]), row
+        assert row["ratio"] == report["ratios"][workers]
+    assert set(report["targets_met"]) == {"ratio_at_least_1", "cpu_ratio_at_least_1", "stream_25_per_s_at_4_workers"}
+    assert report["targets_met"]["stream_25_per_s_at_4_workers"] is None  # 4 workers not measured here
+
+
+def test_bench_data_writes_every_configuration(tmp_path):
+    out = tmp_path / "data.json"
+    command = [sys.executable, str(SCRIPT), *TINY, "--work_dir", str(tmp_path / "work"), "--json", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    check_quiet(done.stdout + done.stderr)
+    assert "WARNING" not in done.stderr and "Warning" not in done.stderr, done.stderr
+    assert "ratio" in done.stdout and "target stream >= 1.0x map" in done.stdout, done.stdout
+    check_report(json.loads(out.read_text()))
+    images = sorted((tmp_path / "work" / "images").iterdir())
+    assert len(images) == 40 and images[0].read_bytes()[:2] == b"\xff\xd8"  # JPEGs, as LLaVA's folders hold
