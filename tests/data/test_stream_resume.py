@@ -13,7 +13,7 @@ import pytest
 
 from sinktrain.data.stream import ShardStream
 from sinktrain.data.stream_state import LaneState, StreamState
-from sinktrain.data.tar_samples import count_samples
+from sinktrain.data.tar_samples import count_samples, sample_starts
 from sinktrain.errors import SinkTrainError
 from stream_helpers import job_batches, key_in_parts_or_bad, key_of, recorded_state, write_sized
 
@@ -85,8 +85,8 @@ def test_a_checkpoint_between_two_examples_of_one_sample_resumes_with_the_next(u
 
 def test_a_truncated_shard_counts_its_lost_samples_as_bad_and_keeps_every_position(tmp_path, sinktrain_warnings):
     shards, keys = write_sized(tmp_path, [6, 4])
-    data = open(shards[0], "rb").read()
-    open(shards[0], "wb").write(data[: 4 * 2048 + 700])  # cut inside the fifth sample
+    data, fifth, sixth = open(shards[0], "rb").read(), *sample_starts(shards[0])[4:6]
+    open(shards[0], "wb").write(data[: (fifth + sixth) // 2 + 100])  # cut inside the fifth sample's record
     counted = count_samples(shards[0])  # the headers before the cut
     stream = ShardStream(shards, key_of, 0, 1, 0, shuffle_buffer=0)
     first_epoch = list(islice(iter(stream), 8))
