@@ -7,6 +7,7 @@ sink-reading layer (sinktrain.demo.trained) and lower the held-out demo loss.
 """
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -54,10 +55,23 @@ def test_r_sink_histograms_and_checkpointed_gates(lsg_demo_run):
     assert "layer_1" in log and "samples/s" in log
 
 
-def test_resume_auto(lsg_demo_run, deepspeed_launch, tmp_path):
-    output_dir = copy_run(lsg_demo_run[0], tmp_path)
-    log = deepspeed_launch("recipes/lsg_train.py", "--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir), "--resume", "auto", "--max_steps", str(STEPS + 4))
-    assert f"at step {STEPS}" in log and f"step {STEPS + 1}/{STEPS + 4}" in log
+def test_resume_from_the_middle_ends_with_the_uninterrupted_gates_bit_for_bit(lsg_demo_run, deepspeed_launch, tmp_path):
+    """--resume auto from step 20 of the session's run (its step-40 checkpoint and final gates
+    removed) trains steps 21-40 again in new processes and ends with exactly the uninterrupted
+    run's gates: the data order, the gates' start and every reduction are fixed, so no thread or
+    process timing leaks into a result (under ZeRO-3 the gates once started random, and the
+    held-out gain moved 2.5x between identical runs)."""
+    reference = lsg_demo_run[0]
+    output_dir = copy_run(reference, tmp_path)
+    shutil.rmtree(output_dir / "checkpoints" / f"step_{STEPS:06d}")
+    shutil.rmtree(output_dir / "gates")
+    log = deepspeed_launch("recipes/lsg_train.py", "--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir),
+                           "--resume", "auto", "--max_steps", str(STEPS), "--save_every", str(STEPS // 2))
+    assert f"at step {STEPS // 2}" in log and f"step {STEPS // 2 + 1}/{STEPS}" in log
+    resumed, uninterrupted = read_gates(output_dir / "gates")[0], read_gates(reference / "gates")[0]
+    assert resumed.keys() == uninterrupted.keys()
+    for key, value in uninterrupted.items():
+        assert torch.equal(resumed[key], value), key
 
 
 def test_gates_find_the_sink_reading_layer_and_lower_the_held_out_loss(lsg_demo_run, one_thread):
@@ -74,17 +88,3 @@ def test_gates_find_the_sink_reading_layer_and_lower_the_held_out_loss(lsg_demo_
     others = [ratio for layer, ratio in r_sink.items() if layer != SINK_READING_LAYER]
     assert SINK_READING_LAYER == 2 and stock - gated > 0.021, (stock, gated)
     assert r_sink[SINK_READING_LAYER] - max(others) > 0.14, r_sink
-
-
-def test_one_seed_trains_the_same_gates_bit_for_bit(tmp_path, deepspeed_launch):
-    """Two runs with the same --seed give identical gates: the data order, the gates' start and every
-    reduction are fixed, so no thread or process timing leaks into a result (under ZeRO-3 the gates
-    once started random, and the held-out gain moved 2.5x between identical runs)."""
-    gates = []
-    for name in ("first", "second"):
-        out = tmp_path / name
-        deepspeed_launch("recipes/lsg_train.py", "--ds_config", "ds_configs/zero3.json", "--output_dir", str(out), "--max_steps", "6", "--seed", "3")
-        gates.append(read_gates(out / "gates")[0])
-    assert gates[0].keys() == gates[1].keys()
-    for key, value in gates[0].items():
-        assert torch.equal(value, gates[1][key]), key
