@@ -84,10 +84,12 @@ def deepspeed_launch():
 @pytest.fixture(scope="session")
 def diysink_demo_run(tmp_path_factory, deepspeed_launch):
     """The main job, once per session: recipes/diysink_finetune.py on the demo, 2 ZeRO-3 ranks, 100
-    steps, checkpoints at 50 and 100. (output_dir, console). Read-only: a test that continues the run
-    or changes its files works on a copy (recipe_checks.copy_run)."""
+    steps, checkpoints kept at 75 and 100 (--save_every 25: the tests that continue the run from 75
+    reach 100 sooner). (output_dir, console). Read-only: a test that continues the run or changes
+    its files works on a copy (recipe_checks.copy_run)."""
     output_dir = tmp_path_factory.mktemp("diysink-demo-run")
-    return output_dir, deepspeed_launch("recipes/diysink_finetune.py", "--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir))
+    flags = ["--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir), "--save_every", "25"]
+    return output_dir, deepspeed_launch("recipes/diysink_finetune.py", *flags)
 
 
 

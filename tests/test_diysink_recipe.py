@@ -44,7 +44,7 @@ def test_checkpoints_and_sinks_logged(diysink_demo_run):
     output_dir, _ = diysink_demo_run
     root = output_dir / "checkpoints"
     assert (root / "latest").read_text() == "step_000100"
-    assert {p.name for p in root.iterdir() if p.is_dir()} == {"step_000050", "step_000100"}
+    assert {p.name for p in root.iterdir() if p.is_dir()} == {"step_000075", "step_000100"}
     state = json.loads((root / "step_000100" / "trainer_state.json").read_text())
     assert state["world_size"] == 2 and len(state["stream"]["states"]) == 4
     sinks = scalars(output_dir, "diysink/sinks_per_image")

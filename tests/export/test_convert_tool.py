@@ -47,15 +47,15 @@ def convert_command(*flags, env=None) -> subprocess.CompletedProcess:
 def test_diysink_runs_convert_and_load_without_sinktrain(diysink_demo_run, tmp_path):
     run_dir, _ = diysink_demo_run
     convert(run_dir, "--out", tmp_path / "latest")
-    convert(run_dir, "--step", 50, "--out", tmp_path / "step50", "--max_shard_size", "1MB", "--license", "mit")
-    index = json.loads((tmp_path / "step50" / "model.safetensors.index.json").read_text())
+    convert(run_dir, "--step", 75, "--out", tmp_path / "step75", "--max_shard_size", "1MB", "--license", "mit")
+    index = json.loads((tmp_path / "step75" / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1 and (tmp_path / "latest" / "model.safetensors").is_file()
     config = json.loads((tmp_path / "latest" / "config.json").read_text())
     assert config["model_type"] == "sinktrain_llava" and config["auto_map"]["AutoModelForImageTextToText"].startswith("modeling_sinktrain.")
-    assert json.loads((tmp_path / "step50" / "training_run.json").read_text())["step"] == 50
-    assert "license: mit" in (tmp_path / "step50" / "README.md").read_text()
+    assert json.loads((tmp_path / "step75" / "training_run.json").read_text())["step"] == 75
+    assert "license: mit" in (tmp_path / "step75" / "README.md").read_text()
     jobs, expected = [], []
-    for name, step in (("latest", 100), ("step50", 50)):
+    for name, step in (("latest", 100), ("step75", 75)):
         expected.append(expected_outputs(trained_backbone(run_dir, step), tmp_path / f"{name}.inputs.pt"))
         jobs.append({"kind": "remote", "dir": str(tmp_path / name), "inputs": str(tmp_path / f"{name}.inputs.pt")})
     loaded = load_exports(jobs, tmp_path)
@@ -113,7 +113,7 @@ def test_bad_input_is_refused_clearly(diysink_demo_run, tmp_path):
     run_dir, _ = diysink_demo_run
     (tmp_path / "taken").mkdir()
     cases = [
-        ([str(run_dir), "--out", str(tmp_path / "a"), "--step", "7"], "has checkpoints at steps [50, 100]"),
+        ([str(run_dir), "--out", str(tmp_path / "a"), "--step", "7"], "has checkpoints at steps [75, 100]"),
         ([str(run_dir), "--out", str(tmp_path / "taken")], "already exists; pass --overwrite"),
         ([str(tmp_path), "--out", str(tmp_path / "b")], "no run_config.json"),
         ([str(run_dir), "--out", str(tmp_path / "c"), "--push_to_hub", "not-a-repo-id"], "USER/REPO"),

@@ -1,5 +1,5 @@
 """slurm/train.sbatch on a real two-node Slurm cluster (tests/slurm_cluster.py): one job continues
-the session's 2-rank demo run (tests/conftest.py) from its step-50 checkpoint on 2 nodes x 1 CPU
+the session's 2-rank demo run (tests/conftest.py) from its step-75 checkpoint on 2 nodes x 1 CPU
 rank (ZeRO-3, 2 data workers per rank), in the script's default output directory
 runs/{job name}-{job id}. Mid-run it is requeued by `scontrol requeue` (SIGTERM: the ranks save at
 the step boundary, Slurm requeues), later it gets the preemption warning (`scancel --batch
@@ -25,7 +25,7 @@ from slurm_cluster import SlurmCluster, skip_unless_slurm
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.multiprocess
-STEPS, SAVE_EVERY, NAME = 100, 10, "sinktrain-test"
+STEPS, SAVE_EVERY, NAME = 100, 5, "sinktrain-test"
 RECIPE = ["recipes/diysink_finetune.py", "--ds_config", "ds_configs/zero3.json", "--max_steps", str(STEPS),
           "--save_every", str(SAVE_EVERY)]
 JOB_TIMEOUT = 300
@@ -92,7 +92,7 @@ def test_a_two_node_job_requeued_and_preempted_ends_bitwise_equal_to_the_uninter
         shutil.rmtree(out / "checkpoints" / f"step_{STEPS:06d}")
         cluster.scontrol("release", job.id)
 
-        job.wait_for(rf"saved checkpoint \S+/step_{60:06d}")
+        job.wait_for(rf"saved checkpoint \S+/step_{80:06d}")
         cluster.scontrol("requeue", job.id)
         job.wait_for(r" step \d+/", after="(restart 1)")
         cluster.run("scancel", "--batch", "--signal=USR1", job.id)
@@ -101,7 +101,7 @@ def test_a_two_node_job_requeued_and_preempted_ends_bitwise_equal_to_the_uninter
 
         assert "2 nodes x 1 ranks" in log and "| 2 ranks |" in log and f"output runs/{NAME}-{job.id}" in log
         resumed = [int(step) for step in re.findall(r"resumed from \S+ at step (\d+)", log)]
-        assert resumed[0] == 50 and 60 <= resumed[1] <= stopped == resumed[2] < STEPS, log[-3000:]
+        assert resumed[0] == 75 and 80 <= resumed[1] <= stopped == resumed[2] < STEPS, log[-3000:]
         assert "SIGTERM received" in log and "SIGUSR1 received" in log and "requeueing job" in log
         assert "Traceback" not in log, log[-3000:]  # torchrun's SignalException is expected and silenced
         for rank in json.loads((out / "run_info.json").read_text())["ranks"]:  # the last restart's ranks

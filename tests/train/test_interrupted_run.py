@@ -1,6 +1,6 @@
 """One run interrupted every way a cluster interrupts it, ending bit for bit where the
 uninterrupted run ends: the session's 2-rank demo run (tests/conftest.py, ZeRO-3, 2 data workers
-per rank), from its step-50 checkpoint to step 100,
+per rank), from its step-75 checkpoint to step 100,
 
 1. resumed on ONE rank (its checkpoint converted to DeepSpeed's universal checkpoint
    automatically; --grad_accum 2 keeps the global batch of 16), stopped by SIGUSR1 (a preemption
@@ -38,7 +38,7 @@ from sinktrain.train.launch_env import free_port
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.multiprocess
 RECIPE = ["recipes/diysink_finetune.py", "--ds_config", "ds_configs/zero3.json", "--max_steps", "100"]
-SIGNAL_AT, SAVE_EVERY = 55, 5
+START, SIGNAL_AT, SAVE_EVERY = 75, 77, 5
 
 
 def state(run: Path, step: int) -> dict:
@@ -101,16 +101,16 @@ def test_preempted_resized_and_killed_run_ends_bitwise_equal_to_the_uninterrupte
     out = copy_run(reference, tmp_path)
     shutil.rmtree(out / "checkpoints" / "step_000100")
     # between two saves (a kill right after a save's step line may or may not find the save done)
-    kill_step = random.choice([step for step in range(SIGNAL_AT + 3, SIGNAL_AT + 13) if step % SAVE_EVERY])
+    kill_step = random.choice([step for step in range(SIGNAL_AT + 3, SIGNAL_AT + 12) if step % SAVE_EVERY])
     where = f"(SIGKILL at step {kill_step})"
 
-    console = one_rank_until_signal(out, out / "checkpoints" / "step_000050")
+    console = one_rank_until_signal(out, out / "checkpoints" / f"step_{START:06d}")
     check_quiet(console)
     assert "resuming 2 ranks' checkpoint on 1: --grad_accum 2 keeps its global batch of 16" in console
-    assert (out / "universal" / "step_000050" / "checkpoint" / "zero").is_dir()
+    assert (out / "universal" / f"step_{START:06d}" / "checkpoint" / "zero").is_dir()
     (rank,) = run_ranks(out)
     stopped = rank["stopped_at"]
-    assert SIGNAL_AT <= stopped < 100 and rank["micro_batches"] == 2 * (stopped - 50)
+    assert SIGNAL_AT <= stopped < 100 and rank["micro_batches"] == 2 * (stopped - START)
     assert last_step(out) == stopped and state(out, stopped)["world_size"] == 1
 
     console = kill_at_step(out, kill_step)
