@@ -32,7 +32,7 @@ def common_parser(description: str) -> argparse.ArgumentParser:
 
     opt = parser.add_argument_group("optimisation (fills the ds_config's \"auto\" values)")
     opt.add_argument("--max_steps", type=int, default=None, help="optimizer steps; default: --num_epochs over the data")
-    opt.add_argument("--num_epochs", type=float, default=1.0, help="used when --max_steps is not given (needs local shards)")
+    opt.add_argument("--num_epochs", type=float, default=1.0, help="used when --max_steps is not given; epochs count the samples in the shards (remote ones are read once, then cached)")
     opt.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (LLaVA-1.5 stage 2: 2e-5)")
     opt.add_argument("--per_device_batch_size", type=int, default=16, help="samples per rank per micro step")
     opt.add_argument("--grad_accum", type=int, default=1, help="micro steps per optimizer step")
@@ -56,7 +56,7 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     out = parser.add_argument_group("output")
     out.add_argument("--log_every", type=int, default=1, help="steps between progress lines")
     out.add_argument("--save_every", type=int, default=500, help="steps between checkpoints (a final one is always saved)")
-    out.add_argument("--save_every_epoch", action="store_true", help="a checkpoint at the end of every epoch instead of every --save_every steps (needs local shards)")
+    out.add_argument("--save_every_epoch", action="store_true", help="a checkpoint at the end of every epoch instead of every --save_every steps")
     out.add_argument("--keep_checkpoints", type=int, default=2, help="how many recent checkpoints to keep")
     out.add_argument("--export_model", action="store_true", help="at the end, convert the final checkpoint to a Hugging Face model in {output_dir}/hf (as tools/convert_to_hf.py does)")
     return parser
