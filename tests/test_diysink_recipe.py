@@ -7,11 +7,13 @@ run, and stopping it on a signal: tests/train/test_stop_signal.py).
 """
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from recipe_checks import scalars
+from recipe_checks import copy_run, scalars
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "diysink_finetune.py"
@@ -49,3 +51,18 @@ def test_checkpoints_and_sinks_logged(diysink_demo_run):
     assert state["world_size"] == 2 and len(state["stream"]["states"]) == 4
     sinks = scalars(output_dir, "diysink/sinks_per_image")
     assert all(1.0 <= value <= 4.0 for value in sinks.values())
+
+
+@pytest.mark.parametrize("flags, names", [
+    (["--data", "EVAL"], ["trained on --data", "demo-eval", "resume with the checkpoint's --data"]),
+    (["--grad_accum", "3"], ["--grad_accum 3:", "global batch of 16 on 2 ranks", "needs --grad_accum 2"]),
+])
+def test_a_resume_with_other_data_or_another_global_batch_is_refused_early(diysink_demo_run, tmp_path, flags, names):
+    from sinktrain import demo
+
+    output_dir = copy_run(diysink_demo_run[0], tmp_path)
+    flags = [demo.demo_eval_pattern() if flag == "EVAL" else flag for flag in flags]
+    done = subprocess.run([sys.executable, str(RECIPE), "--output_dir", str(output_dir), "--resume", "auto", *flags],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert all(name in done.stderr for name in names), done.stderr

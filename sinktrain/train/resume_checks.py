@@ -34,9 +34,10 @@ def describe(data: dict) -> str:
     return f"{data['spec']!r} ({data['shards']} shards, {data['samples']} samples)"
 
 
-def ranks_and_accumulation(resume_from: tuple[Path, str], world_size: int, settings) -> tuple[int, int]:
+def ranks_and_accumulation(resume_from: tuple[Path, str], world_size: int, settings, typed: bool = False) -> tuple[int, int]:
     """(ranks that wrote the checkpoint, gradient accumulation for this run): on another number of
-    ranks, the accumulation that keeps the checkpoint's global batch (elastic resume)."""
+    ranks, the accumulation that keeps the checkpoint's global batch (elastic resume); a --grad_accum
+    the user ``typed`` that differs from it is refused."""
     root, tag = resume_from
     state = checkpoint.read_state(root, tag)
     saved_ranks, saved_batch = state["world_size"], state.get("global_batch")
@@ -49,11 +50,14 @@ def ranks_and_accumulation(resume_from: tuple[Path, str], world_size: int, setti
             f"ranks x --per_device_batch_size {settings.per_device_batch_size} cannot make {saved_batch} with a whole "
             f"--grad_accum; resume on a number of ranks that divides {saved_batch // settings.per_device_batch_size}"
         )
-    logger.info(
-        "resuming %d ranks' checkpoint on %d: --grad_accum %d keeps its global batch of %d",
-        saved_ranks, world_size, saved_batch // per_step, saved_batch,
-    )
-    return saved_ranks, saved_batch // per_step
+    accum = saved_batch // per_step
+    if typed and accum != settings.grad_accum:
+        raise SinkTrainError(
+            f"--grad_accum {settings.grad_accum}: checkpoint {root / tag} trained with a global batch of {saved_batch} on "
+            f"{saved_ranks} ranks; on {world_size} ranks that needs --grad_accum {accum} (or leave the flag out)"
+        )
+    logger.info("resuming %d ranks' checkpoint on %d: --grad_accum %d keeps its global batch of %d", saved_ranks, world_size, accum, saved_batch)
+    return saved_ranks, accum
 
 
 def check_resumable(resume_from: tuple[Path, str], global_batch: int, data: dict) -> None:

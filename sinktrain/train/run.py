@@ -170,7 +170,7 @@ def setup_run(
     resume_from = checkpoint.resolve_resume(args.resume, output_dir)
     saved_ranks = None
     if resume_from is not None:
-        saved_ranks, accum = ranks_and_accumulation(resume_from, world_size, settings)
+        saved_ranks, accum = ranks_and_accumulation(resume_from, world_size, settings, typed="grad_accum" in args.explicit)
         if accum != settings.grad_accum:  # another number of ranks: the same global batch
             args.grad_accum, args.explicit = accum, set(args.explicit) | {"grad_accum"}
             ds_config, settings = resolve_config(args, output_dir, config.text_config.hidden_size, world_size, sum(sizes))

@@ -43,3 +43,6 @@ def test_another_number_of_ranks_keeps_the_global_batch(tmp_path):
     assert ranks_and_accumulation(resume, 4, settings(4, 3)) == (2, 1)
     with pytest.raises(SinkTrainError, match="3 ranks x --per_device_batch_size 8 cannot make 16.*divides 2"):
         ranks_and_accumulation(resume, 3, settings(8, 1))
+    assert ranks_and_accumulation(resume, 1, settings(8, 2), typed=True) == (2, 2)
+    with pytest.raises(SinkTrainError, match="--grad_accum 3: .* on 1 ranks that needs --grad_accum 2"):
+        ranks_and_accumulation(resume, 1, settings(8, 3), typed=True)
