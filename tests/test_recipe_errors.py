@@ -71,9 +71,9 @@ def test_data_matching_no_shard(tmp_path):
     assert code == 2 and "matches no shard" in err and "tools/make_shards.py" in err
 
 
-def test_fewer_shards_than_readers():
-    code, err = recipe("--num_workers", "9")  # the demo has 8 shards
-    assert code == 2 and "8 shards for 1 ranks x 9 data workers" in err and "--num_workers" in err
+def test_fewer_samples_than_data_lanes():
+    code, err = recipe("--data_lanes", "5000")  # the demo has 2400 samples
+    assert code == 2 and "2400 readable samples, fewer than the 5000 data lanes" in err and "--data_lanes" in err
 
 
 def test_ds_config_that_does_not_parse(tmp_path):
@@ -98,7 +98,8 @@ def test_missing_sink_profile_file():
 
 
 def test_existing_checkpoints_are_not_overwritten(tmp_path):
-    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "step_000010").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "step_000010" / "trainer_state.json").write_text('{"step": 10}')
     (tmp_path / "checkpoints" / "latest").write_text("step_000010")
     code, err = recipe("--output_dir", str(tmp_path))
     assert code == 2 and "--resume auto" in err and "nothing was overwritten" in err

@@ -71,7 +71,7 @@ def build_inputs(backbone, family, args, generator: torch.Generator) -> tuple[Ba
     """(training batch, generate() keyword arguments, slots per image) for ``args.batch`` samples."""
     samples = synthetic_samples(backbone, family, args, generator)
     encoder = backbone.encoder()
-    examples = [{**encoder.encode(c, [image]), "reader": 0, "index": i, "bad": False} for i, (c, image, _) in enumerate(samples)]
+    examples = [{**encoder.encode(c, [image]), "lane": 0, "index": i, "bad": 0} for i, (c, image, _) in enumerate(samples)]
     batch, _ = backbone.collator()(examples)
     prompt = prompt_inputs(backbone, as_prompts(samples), backbone.default_template)
     return batch, prompt, [slot for _, _, slots in samples for slot in slots]

@@ -27,6 +27,15 @@ from sinktrain.data.tar_samples import ReadStats, read_samples
 from sinktrain.errors import SinkTrainError
 
 
+def check_lanes(samples: int, lanes: int) -> None:
+    """Every lane needs a sample of its own."""
+    if samples < lanes:
+        raise SinkTrainError(
+            f"the shards hold {samples} readable samples, fewer than the {lanes} data lanes; "
+            "give more data, or fewer lanes (--data_lanes; default: ranks x --num_workers)"
+        )
+
+
 @dataclass(frozen=True)
 class DataOrder:
     sizes: tuple[int, ...]  # samples per shard, in --data order
@@ -35,11 +44,7 @@ class DataOrder:
     seed: int
 
     def __post_init__(self):
-        if self.total < self.lanes:
-            raise SinkTrainError(
-                f"the shards hold {self.total} readable samples, fewer than the {self.lanes} data lanes; "
-                "give more data, or fewer lanes (--data_lanes; default: ranks x --num_workers)"
-            )
+        check_lanes(self.total, self.lanes)
 
     @property
     def total(self) -> int:

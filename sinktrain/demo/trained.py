@@ -25,6 +25,7 @@ with the multi-image ones) about three times, and encoding is a pure function of
 from __future__ import annotations
 
 import copy
+import itertools
 from pathlib import Path
 from typing import Callable
 
@@ -61,17 +62,17 @@ def pretrain_demo_model(base: Path, out_dir: Path, steps: int = PRETRAIN_STEPS, 
     write the result to ``out_dir``; ``sinktrain.demo.trained_builder`` passes the family's data.
 
     Fewer ``steps`` run the same code on a shorter schedule: the reproducibility test's stand-in."""
-    from torch.utils.data import DataLoader
-
     from sinktrain.backbones.registry import PROFILE_FILE, load_backbone
     from sinktrain.backbones.profiles import save_profile
-    from sinktrain.data.stream import ShardStream, expand_shards
+    from sinktrain.data.stream import expand_shards
+    from sinktrain.demo.pretrain_order import demo_examples
     from sinktrain.lsg.scoped import scoped_gating
 
     backbone = load_backbone(str(base))
     backbone.freeze_vision()
-    stream = ShardStream(expand_shards(data or demo_data_pattern()), EncodedOnce(backbone.encoder(max_length=512)), rank=0, world_size=1, num_workers=0, seed=SEED, micro_batch=PRETRAIN_BATCH)
-    batches = iter(DataLoader(stream, batch_size=PRETRAIN_BATCH, collate_fn=backbone.collator()))
+    examples = demo_examples(expand_shards(data or demo_data_pattern()), EncodedOnce(backbone.encoder(max_length=512)), SEED)
+    collate = backbone.collator()
+    batches = (collate(list(itertools.islice(examples, PRETRAIN_BATCH))) for _ in itertools.count())
     optimizer = torch.optim.AdamW([p for p in backbone.model.parameters() if p.requires_grad], lr=PRETRAIN_LR)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / PRETRAIN_WARMUP) * (1.0 - step / steps)
