@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 import sinktrain.demo
 from sinktrain.backbones.llava import SquareImageInputs
+from sinktrain.bench.timing import paired_ratios
 from sinktrain.backbones.registry import load_backbone
 from sinktrain.data.collate import Collator
 from sinktrain.data.encode import first_question
@@ -277,8 +278,8 @@ def summarise(results: dict[str, dict[int, list[dict]]], workers_list: list[int]
     rows = {}
     for workers in workers_list:
         runs = results["stream"][workers], results["map"][workers]
-        paired = [s["samples_per_s"] / m["samples_per_s"] for s, m in zip(*runs)]
-        paired_cpu = [m["cpu_ms_per_sample"] / s["cpu_ms_per_sample"] for s, m in zip(*runs)]
+        paired = paired_ratios([s["samples_per_s"] for s in runs[0]], [m["samples_per_s"] for m in runs[1]])
+        paired_cpu = paired_ratios([m["cpu_ms_per_sample"] for m in runs[1]], [s["cpu_ms_per_sample"] for s in runs[0]])
         row = {"ratio": statistics.median(paired), "ratio_min": min(paired), "ratio_max": max(paired),
                "cpu_ratio": statistics.median(paired_cpu)}  # both ratios > 1: the stream is better
         for kind, measured in zip(LOADERS, runs):
