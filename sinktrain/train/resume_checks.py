@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 
 from sinktrain.errors import SinkTrainError
-from sinktrain.train import checkpoint
 
 logger = logging.getLogger("sinktrain")
 
@@ -34,36 +33,31 @@ def describe(data: dict) -> str:
     return f"{data['spec']!r} ({data['shards']} shards, {data['samples']} samples)"
 
 
-def ranks_and_accumulation(resume_from: tuple[Path, str], world_size: int, settings, typed: bool = False) -> tuple[int, int]:
-    """(ranks that wrote the checkpoint, gradient accumulation for this run): on another number of
-    ranks, the accumulation that keeps the checkpoint's global batch (elastic resume); a --grad_accum
-    the user ``typed`` that differs from it is refused."""
-    root, tag = resume_from
-    state = checkpoint.read_state(root, tag)
+def ranks_and_accumulation(state: dict, where: Path, world_size: int, settings, typed: bool = False) -> tuple[int, int]:
+    """(ranks that wrote the checkpoint ``where`` with trainer ``state``, gradient accumulation for this
+    run): on another number of ranks, the accumulation that keeps the checkpoint's global batch
+    (elastic resume); a --grad_accum the user ``typed`` that differs from it is refused."""
     saved_ranks, saved_batch = state["world_size"], state.get("global_batch")
     if saved_ranks == world_size or saved_batch is None:
         return saved_ranks, settings.grad_accum
     per_step = settings.per_device_batch_size * world_size
     if saved_batch % per_step:
         raise SinkTrainError(
-            f"checkpoint {root / tag} trained with a global batch of {saved_batch} on {saved_ranks} ranks; {world_size} "
+            f"checkpoint {where} trained with a global batch of {saved_batch} on {saved_ranks} ranks; {world_size} "
             f"ranks x --per_device_batch_size {settings.per_device_batch_size} cannot make {saved_batch} with a whole "
             f"--grad_accum; resume on a number of ranks that divides {saved_batch // settings.per_device_batch_size}"
         )
     accum = saved_batch // per_step
     if typed and accum != settings.grad_accum:
         raise SinkTrainError(
-            f"--grad_accum {settings.grad_accum}: checkpoint {root / tag} trained with a global batch of {saved_batch} on "
+            f"--grad_accum {settings.grad_accum}: checkpoint {where} trained with a global batch of {saved_batch} on "
             f"{saved_ranks} ranks; on {world_size} ranks that needs --grad_accum {accum} (or leave the flag out)"
         )
     logger.info("resuming %d ranks' checkpoint on %d: --grad_accum %d keeps its global batch of %d", saved_ranks, world_size, accum, saved_batch)
     return saved_ranks, accum
 
 
-def check_resumable(resume_from: tuple[Path, str], global_batch: int, data: dict) -> None:
-    root, tag = resume_from
-    state = checkpoint.read_state(root, tag)
-    where = root / tag
+def check_resumable(state: dict, where: Path, global_batch: int, data: dict) -> None:
     saved_batch = state.get("global_batch", global_batch)
     if saved_batch != global_batch:
         raise SinkTrainError(

@@ -172,11 +172,12 @@ def setup_run(
     resume_from = checkpoint.resolve_resume(args.resume, output_dir)
     saved_ranks = None
     if resume_from is not None:
-        saved_ranks, accum = ranks_and_accumulation(resume_from, world_size, settings, typed="grad_accum" in args.explicit)
+        saved, where = checkpoint.read_state(*resume_from), resume_from[0] / resume_from[1]
+        saved_ranks, accum = ranks_and_accumulation(saved, where, world_size, settings, typed="grad_accum" in args.explicit)
         if accum != settings.grad_accum:  # another number of ranks: the same global batch
             args.grad_accum, args.explicit = accum, set(args.explicit) | {"grad_accum"}
             ds_config, settings = resolve_config(args, output_dir, config.text_config.hidden_size, world_size, sum(sizes))
-        check_resumable(resume_from, settings.global_batch(world_size), identity)
+        check_resumable(saved, where, settings.global_batch(world_size), identity)
         if saved_ranks != world_size:
             enable_universal_loading(ds_config)
     if args.resume is None and checkpoint.latest(output_dir / "checkpoints"):
