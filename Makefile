@@ -22,8 +22,9 @@ $(READY): pyproject.toml
 demo: $(READY)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH deepspeed --num_gpus 2 recipes/diysink_finetune.py --ds_config ds_configs/zero3.json
 
+# pytest-xdist: one worker per core (at most 4); Slurm tests share one worker and its cluster
 test: $(READY)
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -n auto --maxprocesses 4 --dist loadgroup
 
 clean:
 	rm -rf $(VENV) .cache runs

@@ -1,5 +1,6 @@
-"""Shared fixtures: a per-session sinktrain cache, the tiny demo LLaVA, a DeepSpeed launcher, the
-sinktrain logger's warnings, and a check that no test leaves DeepSpeed shared memory behind.
+"""Shared fixtures: a sinktrain cache for the test run, the tiny demo LLaVA, a DeepSpeed launcher,
+the demo recipe runs (once per test run, whichever pytest-xdist worker asks first), the sinktrain
+logger's warnings, and a check that no test leaves DeepSpeed shared memory behind.
 Benchmark data is read from tiny local datasets only: the Hub is never asked (offline), and
 datasets' cache is a temporary directory removed after the session (set at import, before
 ``datasets`` and ``huggingface_hub`` read their settings)."""
@@ -11,8 +12,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import pytest
+from filelock import FileLock
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_CACHE"] = DATASETS_CACHE = tempfile.mkdtemp(prefix="sinktrain-hf-datasets-")
@@ -28,6 +31,8 @@ from sinktrain.train.distributed import SHM_DIR, SHM_PREFIX
 from console import check_quiet
 from recipe_checks import LSG_DEMO_STEPS
 
+SHM_BEFORE = pytest.StashKey[set]()
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _remove_datasets_cache():
@@ -35,24 +40,52 @@ def _remove_datasets_cache():
     shutil.rmtree(DATASETS_CACHE, ignore_errors=True)
 
 
+def shared_root(tmp_path_factory) -> Path:
+    """A directory for the whole test run: each pytest-xdist worker's basetemp (popen-gwN) sits in a common one."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def once(tmp_path_factory, name: str, make: Callable[[Path], str]) -> tuple[Path, str]:
+    """``make(directory)`` once per test run, by whichever worker asks first while the others wait
+    on a file lock; everyone gets (directory, the console text ``make`` returned)."""
+    root = shared_root(tmp_path_factory)
+    target, console = root / name, root / f"{name}.console"
+    with FileLock(str(root / f"{name}.lock")):
+        if not console.exists():
+            shutil.rmtree(target, ignore_errors=True)  # what a failed attempt left
+            target.mkdir()
+            console.write_text(make(target))
+    return target, console.read_text()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _sinktrain_cache(tmp_path_factory):
-    os.environ["SINKTRAIN_CACHE"] = str(tmp_path_factory.mktemp("sinktrain-cache"))
+    """One cache for every worker: sinktrain.demo.cache builds each artefact once, the others wait."""
+    cache = shared_root(tmp_path_factory) / "sinktrain-cache"
+    cache.mkdir(exist_ok=True)
+    os.environ["SINKTRAIN_CACHE"] = str(cache)
 
 
 def allreduce_segments(port: str = "*") -> set[str]:
     return {path.name for path in SHM_DIR.glob(f"{SHM_PREFIX}_*_{port}_*")}
 
 
-@pytest.fixture(scope="session", autouse=True)
-def no_leaked_shared_memory():
+def pytest_sessionstart(session):
+    session.config.stash[SHM_BEFORE] = allreduce_segments()
+
+
+def pytest_sessionfinish(session):
     """No DeepSpeed process a test starts leaves its /dev/shm all-reduce segment behind (they are
     RAM; leaked ones piled up to 20 GB and stalled a machine): sinktrain.train.distributed.
-    ``deepspeed_launch`` checks each launch; this catches the single-process runs."""
-    before = allreduce_segments()
-    yield
-    leaked = allreduce_segments() - before
-    assert not leaked, f"DeepSpeed shared memory left in /dev/shm: {sorted(leaked)}"
+    ``deepspeed_launch`` checks each launch; this catches the single-process runs, once every
+    worker is done (a worker alone would count another's live segments as leaked)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    leaked = allreduce_segments() - session.config.stash[SHM_BEFORE]
+    if leaked:
+        session.config.get_terminal_writer().line(f"\nDeepSpeed shared memory left in /dev/shm: {sorted(leaked)}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
@@ -83,24 +116,27 @@ def deepspeed_launch():
 
 @pytest.fixture(scope="session")
 def diysink_demo_run(tmp_path_factory, deepspeed_launch):
-    """The main job, once per session: recipes/diysink_finetune.py on the demo, 2 ZeRO-3 ranks, 100
+    """The main job, once per test run: recipes/diysink_finetune.py on the demo, 2 ZeRO-3 ranks, 100
     steps, checkpoints kept at 75 and 100 (--save_every 25: the tests that continue the run from 75
     reach 100 sooner). (output_dir, console). Read-only: a test that continues the run or changes
     its files works on a copy (recipe_checks.copy_run)."""
-    output_dir = tmp_path_factory.mktemp("diysink-demo-run")
-    flags = ["--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir), "--save_every", "25"]
-    return output_dir, deepspeed_launch("recipes/diysink_finetune.py", *flags)
+    def run(output_dir):
+        flags = ["--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir), "--save_every", "25"]
+        return deepspeed_launch("recipes/diysink_finetune.py", *flags)
 
+    return once(tmp_path_factory, "diysink-demo-run", run)
 
 
 @pytest.fixture(scope="session")
 def lsg_demo_run(tmp_path_factory, deepspeed_launch):
-    """recipes/lsg_train.py on the trained demo LLaVA, once per session: 2 ZeRO-3 ranks, 40 steps,
+    """recipes/lsg_train.py on the trained demo LLaVA, once per test run: 2 ZeRO-3 ranks, 40 steps,
     checkpoints at 20 and 40, --export_model. (output_dir, console). Read-only, as diysink_demo_run."""
-    sinktrain.demo.ensure_demo_trained_model()  # built here once, not raced by two ranks under a timeout
-    output_dir = tmp_path_factory.mktemp("lsg-demo-run")
-    flags = ["--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir), "--max_steps", str(LSG_DEMO_STEPS), "--save_every", "20"]
-    return output_dir, deepspeed_launch("recipes/lsg_train.py", *flags, "--export_model")
+    def run(output_dir):
+        sinktrain.demo.ensure_demo_trained_model()  # built here once, not by two ranks under the launch's timeout
+        flags = ["--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir), "--max_steps", str(LSG_DEMO_STEPS), "--save_every", "20"]
+        return deepspeed_launch("recipes/lsg_train.py", *flags, "--export_model")
+
+    return once(tmp_path_factory, "lsg-demo-run", run)
 
 
 @pytest.fixture(scope="module")

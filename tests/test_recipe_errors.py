@@ -15,15 +15,17 @@ RECIPE = ROOT / "recipes" / "diysink_finetune.py"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def worker():
-    global WORKER
-    WORKER = RecipeWorker()
+def worker(tmp_path_factory):
+    global WORKER, OUTPUT_DIRS
+    WORKER, OUTPUT_DIRS = RecipeWorker(), tmp_path_factory.mktemp("refused-runs")
     yield
     WORKER.close()
 
 
 def recipe(*flags):
-    return WORKER.run("recipes/diysink_finetune.py", *flags)
+    """The recipe's exit code and stderr; an output dir of its own where a test names none (not runs/ in the checkout)."""
+    own = () if "--output_dir" in flags else ("--output_dir", str(OUTPUT_DIRS / f"run-{len(list(OUTPUT_DIRS.iterdir()))}"))
+    return WORKER.run("recipes/diysink_finetune.py", *flags, *own)
 
 
 def test_the_cli_itself_exits_2_with_the_message(tmp_path):

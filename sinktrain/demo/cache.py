@@ -6,7 +6,8 @@ for byte, whatever the machine's load and thread count. ``reproducible()`` pins 
 otherwise vary: the seeds of every generator, torch's intra-op thread count (a different split
 of a matrix product sums in a different order, and float addition is not associative) and
 deterministic algorithms. A build writes into a temporary sibling and is renamed into place, so
-an interrupted build is simply redone and readers never see half of one.
+an interrupted build is simply redone and readers never see half of one; a file lock lets one
+process build while the others wait.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 DEMO_VERSION = 10  # bump when a demo model or the demo data change, so stale caches are rebuilt
 BUILD_THREADS = 2  # a fixed count fixes how every kernel splits its work, hence the order of its sums
@@ -52,18 +54,19 @@ def reproducible(seed: int) -> Iterator[None]:
 
 
 def build_once(target: Path, build: Callable[[Path], None]) -> Path:
-    """Run ``build(tmp)`` into a temporary sibling and rename it to ``target``; skip if present."""
+    """Run ``build(tmp)`` into a temporary sibling and rename it to ``target``; skip if present.
+    One process builds, others asking meanwhile (ranks, test workers) wait for it on a file lock
+    instead of building the same bytes again (a trained demo takes minutes)."""
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        build(tmp / "out")
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if target.is_dir():  # built while this process waited
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
+            build(tmp / "out")
             os.replace(tmp / "out", target)
-        except OSError:  # another process (rank) finished first: its copy is identical
-            if not target.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target

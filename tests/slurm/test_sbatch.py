@@ -21,21 +21,14 @@ import pytest
 import torch
 
 from recipe_checks import copy_run
-from slurm_cluster import SlurmCluster, skip_unless_slurm
+from slurm_cluster import SlurmCluster
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.xdist_group("slurm")]  # one worker starts the cluster
 STEPS, SAVE_EVERY, NAME = 100, 5, "sinktrain-test"
 RECIPE = ["recipes/diysink_finetune.py", "--ds_config", "ds_configs/zero3.json", "--max_steps", str(STEPS),
           "--save_every", str(SAVE_EVERY)]
 JOB_TIMEOUT = 300
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    skip_unless_slurm()
-    with SlurmCluster() as running:
-        yield running
 
 
 class Job:
