@@ -244,7 +244,8 @@ def fit(run: Run, backbone: Backbone, template: str, hooks: MethodHooks | None =
     final = run.checkpoint_root / checkpoint.step_tag(end)
     if finished and run.args.export_model and run.is_main:  # after the others were released: they need not wait
         export_final(run)
-    logger.info("done: checkpoint %s | TensorBoard: tensorboard --logdir %s", final, tensorboard_dir(run))
+    outcome = "done" if finished else f"stopped at step {end} of {settings.max_steps}"
+    logger.info("%s: checkpoint %s | TensorBoard: tensorboard --logdir %s", outcome, final, tensorboard_dir(run))
     return final
 
 

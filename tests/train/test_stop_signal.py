@@ -71,6 +71,7 @@ def test_resume_then_a_signal_to_one_rank_stops_both_at_a_checkpointed_step(diys
     assert f"step_{SAVED:06d} at step {SAVED}" in console and f"step {SAVED + 1}/{MAX_STEPS}" in console and "step 1/" not in console
     stopped = int((out / "checkpoints" / "latest").read_text().removeprefix("step_"))
     assert SAVED + 2 <= stopped < MAX_STEPS and f"stopped at step {stopped} on a signal" in console and "SIGUSR1 received" in console
+    assert f"stopped at step {stopped} of {MAX_STEPS}: checkpoint {out / 'checkpoints' / f'step_{stopped:06d}'}" in console
     ranks = json.loads((out / "run_info.json").read_text())["ranks"]
     assert [(r["start_step"], r["stopped_at"], r["micro_batches"]) for r in ranks] == [(SAVED, stopped, stopped - SAVED)] * 2
     before, after = stream_consumed(out, SAVED), stream_consumed(out, stopped)
