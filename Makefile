@@ -22,9 +22,12 @@ $(READY): pyproject.toml
 demo: $(READY)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH deepspeed --num_gpus 2 recipes/diysink_finetune.py --ds_config ds_configs/zero3.json
 
-# pytest-xdist: one worker per core (at most 4); Slurm tests share one worker and its cluster
+# pytest-xdist workers: one per two cores (a DeepSpeed test runs 2 ranks), at most 4; below 4 cores
+# none (0: in this process): on 2 cores, parallel ranks and OpenMP threads spin-wait on each other
+# and a parallel run took longer. Slurm tests share one worker and its cluster.
+TEST_WORKERS ?= $(shell python3 -c 'import os; n = min(4, (os.cpu_count() or 1) // 2); print(n if n >= 2 else 0)')
 test: $(READY)
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -n auto --maxprocesses 4 --dist loadgroup
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 clean:
 	rm -rf $(VENV) .cache runs
