@@ -27,6 +27,11 @@ from sinktrain.data.tar_samples import ReadStats, read_samples
 from sinktrain.errors import SinkTrainError
 
 
+def default_lanes(world_size: int, num_workers: int) -> int:
+    """--data_lanes when not given: one per reader (ranks x data workers; no workers: the rank reads)."""
+    return world_size * max(num_workers, 1)
+
+
 def check_lanes(samples: int, lanes: int) -> None:
     """Every lane needs a sample of its own."""
     if samples < lanes:

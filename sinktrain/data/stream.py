@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 import braceexpand
 from torch.utils.data import IterableDataset, get_worker_info
 
-from sinktrain.data.order import DataOrder, lane_samples
+from sinktrain.data.order import DataOrder, default_lanes, lane_samples
 from sinktrain.data.shard_index import shard_sizes
 from sinktrain.data.stream_state import StreamState
 from sinktrain.data.tar_samples import BROKEN, ReadStats
@@ -134,7 +134,7 @@ class ShardStream(IterableDataset):
     ):
         self.shards, self.decode, self.micro_batch = shards, decode, micro_batch
         self.rank, self.world_size, self.num_workers = rank, world_size, max(num_workers, 1)
-        self.resume = resume or StreamState(lanes or world_size * self.num_workers, micro_batch)
+        self.resume = resume or StreamState(lanes or default_lanes(world_size, num_workers), micro_batch)
         check_resume(self.resume, micro_batch, world_size, lanes)
         self.lanes = self.resume.lanes
         sizes = shard_sizes(shards) if sizes is None else sizes

@@ -21,7 +21,7 @@ from transformers import set_seed
 
 from sinktrain import demo
 from sinktrain.backbones.registry import backbone_class, load_backbone, load_config, resolve_profile
-from sinktrain.data.order import check_lanes
+from sinktrain.data.order import check_lanes, default_lanes
 from sinktrain.data.shard_index import shard_sizes
 from sinktrain.data.stream import expand_shards
 from sinktrain.errors import SinkTrainError
@@ -166,7 +166,7 @@ def setup_run(
     if prepare_data is not None:
         shards = on_main_first(lambda: prepare_data(shards, output_dir, world_size))
     sizes = on_main_first(lambda: shard_sizes(shards, output_dir / DATA_INDEX))
-    check_lanes(sum(sizes), args.data_lanes or world_size * max(args.num_workers, 1))  # before any weight loads
+    check_lanes(sum(sizes), args.data_lanes or default_lanes(world_size, args.num_workers))  # before any weight loads
     ds_config, settings = resolve_config(args, output_dir, config.text_config.hidden_size, world_size, sum(sizes))
     identity = data_identity(data, shards, sizes)
     resume_from = checkpoint.resolve_resume(args.resume, output_dir)

@@ -18,7 +18,7 @@ def checkpoint(tmp_path, world_size=2, global_batch=16, data=DATA):
     tag.mkdir(parents=True)
     state = {"step": 10, "world_size": world_size, "global_batch": global_batch, "data": data}
     (tag / "trainer_state.json").write_text(json.dumps(state))
-    return json.loads((tag / "trainer_state.json").read_text()), tag
+    return state, tag
 
 
 def settings(per_device=8, accum=1):
