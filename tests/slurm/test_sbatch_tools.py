@@ -55,12 +55,11 @@ def runs(cluster, demo_model_dir, tmp_path_factory, one_thread):
         "eval_set": ("slurm/evaluate.sbatch", "eval.json", *model, "--data", demo_eval_pattern(), "--limit", str(EVAL_LIMIT)),
     }
     jobs = {name: submit(cluster, script, root / "job" / name / out, *rest) for name, (script, out, *rest) in flags.items()}
-    tools = {"find_sink_dims": load_script("tools/find_sink_dims.py"), "evaluate": load_script("tools/evaluate.py")}
     results = {}
     for name, (script, out, *rest) in flags.items():
         reference = root / "reference" / name / out
         reference.parent.mkdir(parents=True)
-        tools["find_sink_dims" if name == "find_sink_dims" else "evaluate"].main([*rest, "--out", str(reference)])
+        load_script(f"tools/{Path(script).stem}.py").main([*rest, "--out", str(reference)])  # the tool the script runs
         job_out = root / "job" / name / out
         results[name] = job_out, reference, finish(cluster, jobs[name], job_out.with_suffix(".log"))
     return results
