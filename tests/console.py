@@ -1,6 +1,7 @@
 """What a recipe or tool prints must be free of third-party noise (sinktrain.log.quiet_third_party)."""
 
-NOISE = ("FutureWarning", "Loading weights", "Writing model shards")  # torch's deprecation warnings, transformers' progress bars
+# torch's deprecation warnings, transformers' progress bars, DeepSpeed's schedulers' false alarm (sinktrain.log)
+NOISE = ("FutureWarning", "Loading weights", "Writing model shards", "Attempting to get learning rate from scheduler")
 
 
 def check_quiet(console: str) -> None:
