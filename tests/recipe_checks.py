@@ -2,6 +2,7 @@
 ZeRO-3 partition report of run_info.json, and a --resume auto continuation."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -33,9 +34,11 @@ def check_zero3(output_dir) -> None:
         assert info["zero_at_load"]["partitioned"] == info["zero"]["partitioned"] == info["zero"]["parameters"]
 
 
-def check_resume(recipe: str, flags: list[str], steps: int, deepspeed_launch) -> None:
-    log = deepspeed_launch(f"recipes/{recipe}.py", *flags, "--resume", "auto", "--max_steps", str(steps + 2))
-    assert f"at step {steps}" in log and f"step {steps + 1}/{steps + 2}" in log
+def check_resume(recipe: str, flags: list[str], stopped: int, steps: int, deepspeed_launch) -> None:
+    """``--resume auto`` continues a run that ended at step ``stopped`` from its checkpoint, to ``steps``."""
+    log = deepspeed_launch(f"recipes/{recipe}.py", *flags, "--resume", "auto", "--max_steps", str(steps))
+    assert re.search(rf"resumed from \S+step_{stopped:06d} at step {stopped}\b", log), log[-3000:]
+    assert f"step {stopped + 1}/{steps}" in log and f"step {steps}/{steps}" in log, log[-3000:]
 
 
 def copy_run(run_dir: Path, tmp_path: Path) -> Path:
