@@ -12,11 +12,18 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 setup: $(READY)
 
 # torch first (a bare `torch` requirement would pull CUDA wheels); deepspeed's build imports torch.
+# DeepSpeed JIT-compiles its CPU shared-memory op (~40 s) in the first run's ranks; it is built here
+# instead, while the other packages download, with the PATH the runs use: the venv's ninja first
+# (another ninja on PATH would build it again). On a GPU machine there is nothing to build.
 $(READY): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet --no-build-isolation deepspeed
-	$(PY) -m pip install --quiet -e ".[dev]"
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()" \
+		> $(VENV)/deepspeed-ops.log 2>&1 & ops=$$!; \
+	$(PY) -m pip install --quiet -e ".[dev]"; installed=$$?; \
+	wait $$ops || { echo "DeepSpeed's CPU op did not build:"; tail -20 $(VENV)/deepspeed-ops.log; exit 1; }; \
+	exit $$installed
 	touch $(READY)
 
 demo: $(READY)
