@@ -15,6 +15,7 @@ import logging
 import os
 from pathlib import Path
 
+from sinktrain.data.order import default_lanes
 from sinktrain.errors import SinkTrainError
 
 logger = logging.getLogger("sinktrain")
@@ -71,3 +72,11 @@ def check_resumable(state: dict, where: Path, global_batch: int, data: dict) -> 
             f"checkpoint {where} was trained on --data {describe(saved_data)}, this run reads --data {describe(data)}; "
             "resume with the checkpoint's --data (or start a new --output_dir to train on other data)"
         )
+
+
+def run_lanes(state: dict | None, data_lanes: int | None, world_size: int, num_workers: int) -> int:
+    """The data lanes of the run's global order: a resumed run keeps its checkpoint's (trainer
+    ``state``; fixed for the run's lifetime), a new one has --data_lanes or one per reader."""
+    if state is not None:
+        return state["stream"]["lanes"]
+    return data_lanes or default_lanes(world_size, num_workers)

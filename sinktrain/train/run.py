@@ -21,7 +21,7 @@ from transformers import set_seed
 
 from sinktrain import demo
 from sinktrain.backbones.registry import backbone_class, load_backbone, load_config, resolve_profile
-from sinktrain.data.order import check_lanes, default_lanes
+from sinktrain.data.order import check_lanes
 from sinktrain.data.shard_index import shard_sizes
 from sinktrain.data.stream import expand_shards
 from sinktrain.errors import SinkTrainError
@@ -29,7 +29,7 @@ from sinktrain.log import setup_logging
 from sinktrain.train import checkpoint
 from sinktrain.train.distributed import init_distributed
 from sinktrain.train.elastic import enable_universal_loading
-from sinktrain.train.resume_checks import check_resumable, data_identity, ranks_and_accumulation
+from sinktrain.train.resume_checks import check_resumable, data_identity, ranks_and_accumulation, run_lanes
 from sinktrain.train.ds_config import RunSettings, load_ds_config, resolve_ds_config, settings_from_config, zero_stage
 
 logger = logging.getLogger("sinktrain")
@@ -166,11 +166,10 @@ def setup_run(
     if prepare_data is not None:
         shards = on_main_first(lambda: prepare_data(shards, output_dir, world_size))
     sizes = on_main_first(lambda: shard_sizes(shards, output_dir / DATA_INDEX))
-    check_lanes(sum(sizes), args.data_lanes or default_lanes(world_size, args.num_workers))  # before any weight loads
     ds_config, settings = resolve_config(args, output_dir, config.text_config.hidden_size, world_size, sum(sizes))
     identity = data_identity(data, shards, sizes)
     resume_from = checkpoint.resolve_resume(args.resume, output_dir)
-    saved_ranks = None
+    saved_ranks, saved = None, None
     if resume_from is not None:
         saved, where = checkpoint.read_state(*resume_from), resume_from[0] / resume_from[1]
         saved_ranks, accum = ranks_and_accumulation(saved, where, world_size, settings, typed="grad_accum" in args.explicit)
@@ -180,6 +179,7 @@ def setup_run(
         check_resumable(saved, where, settings.global_batch(world_size), identity)
         if saved_ranks != world_size:
             enable_universal_loading(ds_config)
+    check_lanes(sum(sizes), run_lanes(saved, args.data_lanes, world_size, args.num_workers))  # before any weight loads
     if args.resume is None and checkpoint.latest(output_dir / "checkpoints"):
         raise SinkTrainError(
             f"{output_dir} already holds checkpoints; pass --resume auto to continue that run, or choose a "

@@ -8,7 +8,7 @@ import pytest
 
 from sinktrain.errors import SinkTrainError
 from sinktrain.train.ds_settings import RunSettings
-from sinktrain.train.resume_checks import check_resumable, data_identity, ranks_and_accumulation
+from sinktrain.train.resume_checks import check_resumable, data_identity, ranks_and_accumulation, run_lanes
 
 DATA = data_identity("shards/{0..1}.tar", ["shards/0.tar", "shards/1.tar"], [100, 80])
 
@@ -46,3 +46,10 @@ def test_another_number_of_ranks_keeps_the_global_batch(tmp_path):
     assert ranks_and_accumulation(*resume, 1, settings(8, 2), typed=True) == (2, 2)
     with pytest.raises(SinkTrainError, match="--grad_accum 3: .* on 1 ranks that needs --grad_accum 2"):
         ranks_and_accumulation(*resume, 1, settings(8, 3), typed=True)
+
+
+def test_a_resumed_run_keeps_its_checkpoints_lanes():
+    saved = {"stream": {"lanes": 2}}
+    assert run_lanes(saved, None, world_size=2, num_workers=2) == 2  # not 4: the order was cut in 2
+    assert run_lanes(None, None, world_size=2, num_workers=2) == 4  # new: one per reader
+    assert run_lanes(None, 6, world_size=2, num_workers=2) == 6
