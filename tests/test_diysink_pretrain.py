@@ -2,8 +2,8 @@
 shards, one rank, its default ZeRO-2 config): ``--connector both`` learns exactly what two runs
 ``--connector sink`` and ``--connector non`` learn, each projector bitwise; a run that trains one
 projector leaves the other as it started; the recipe's own checks refuse what would couple the
-two projectors and data without images. A 2-rank ZeRO-3 run on DeepSeek-VL-Hybrid, stopped and
-resumed, feeding stage 2: tests/test_recipes_families.py."""
+two projectors and data without images. 2-rank ZeRO-3 runs on Qwen2.5-VL (feeding stage 2)
+and DeepSeek-VL-Hybrid: tests/test_recipes_families.py."""
 
 import os
 import subprocess
