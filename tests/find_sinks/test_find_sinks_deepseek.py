@@ -9,8 +9,6 @@ a summary row and plot panels of its own, and a profile whose SAM facts the back
 """
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,16 +20,15 @@ from sinktrain.demo import deepseek_vl as planted, deepseek_vl_hybrid as hybrid,
 from sinktrain.find_sinks.images import PromptEncoder, shard_items
 from sinktrain.modeling.sinks import v_sink_mask
 
-ROOT = Path(__file__).resolve().parents[2]
+from tool_runner import run_tool_here
+
 IMAGES = 48
 SLOTS = (planted.IMAGE_SIZE // planted.PATCH) ** 2
 
 
 def run_tool(name: str, out: Path) -> tuple:
-    command = [sys.executable, str(ROOT / "tools" / "find_sink_dims.py"), "--model", f"demo:{name}", "--num_images", str(IMAGES), "--out", str(out)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return load_profile(out), done.stdout, out
+    printed = run_tool_here("find_sink_dims.py", "--model", f"demo:{name}", "--num_images", str(IMAGES), "--out", str(out))
+    return load_profile(out), printed, out
 
 
 @pytest.fixture(scope="module")

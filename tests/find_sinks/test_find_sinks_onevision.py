@@ -10,9 +10,6 @@ Run:
     python -m pytest tests/find_sinks/test_find_sinks_onevision.py -q
 """
 
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -26,8 +23,8 @@ from sinktrain.find_sinks.images import GENERIC_QUESTION, PromptEncoder, shard_i
 from sinktrain.modeling.sinks import l_sink_mask, v_sink_mask
 
 from stream_helpers import chat, png
+from tool_runner import run_tool_here
 
-ROOT = Path(__file__).resolve().parents[2]
 IMAGES = 48
 CROPS_PER_SCENE = 5  # a 96-pixel demo scene: the base crop and 2x2 tiles
 BUILTIN = known_profile("siglip-so400m-14-384", "qwen2-7b")
@@ -36,10 +33,8 @@ BUILTIN = known_profile("siglip-so400m-14-384", "qwen2-7b")
 @pytest.fixture(scope="module")
 def tool_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("onevision") / "profile.json"
-    command = [sys.executable, str(ROOT / "tools" / "find_sink_dims.py"), "--model", "demo:llava_onevision", "--num_images", str(IMAGES), "--out", str(out)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return load_profile(out), done.stdout
+    printed = run_tool_here("find_sink_dims.py", "--model", "demo:llava_onevision", "--num_images", str(IMAGES), "--out", str(out))
+    return load_profile(out), printed
 
 
 @pytest.fixture(scope="module")

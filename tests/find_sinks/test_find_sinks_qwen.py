@@ -6,14 +6,11 @@ input, the last block's output: layer -1) and L-sinks on blue objects (LLM chann
 written by one MLP neuron of LLM layer L_SINK_LAYER), with the same massive LLM dims at each
 ``<|im_start|>``. The watermark fills one 2x2-patch merger group, so an image has up to 4 V-sink
 patches but about one V-sink slot. Ground truth is read from the planted neurons with hooks. The
-tool runs as a subprocess on 64 demo images, once per family.
+tool runs (in this process) on 64 demo images, once per family.
 Run:
     python -m pytest tests/find_sinks/test_find_sinks_qwen.py -q
 """
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,18 +23,11 @@ from sinktrain.demo import qwen2_vl as planted
 from sinktrain.find_sinks.images import PromptEncoder, shard_items
 from sinktrain.modeling.sinks import l_sink_mask, v_sink_mask
 
-ROOT = Path(__file__).resolve().parents[2]
-TOOL = ROOT / "tools" / "find_sink_dims.py"
+from tool_runner import run_tool_here
+
 IMAGES = 64
 NAMES = ["qwen2_vl", "qwen2_5_vl"]
 LLM_NAMES = NAMES
-
-
-def run(*command: str, timeout: int = 600) -> str:
-    env = dict(os.environ, OMP_NUM_THREADS="1")  # at call time: the session's SINKTRAIN_CACHE
-    done = subprocess.run(list(command), cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +38,7 @@ def tool_runs(tmp_path_factory):
     def get(name: str):
         if name not in runs:
             out = tmp_path_factory.mktemp(name) / f"{name}.json"
-            printed = run(sys.executable, str(TOOL), "--model", f"demo:{name}", "--num_images", str(IMAGES), "--out", str(out))
+            printed = run_tool_here("find_sink_dims.py", "--model", f"demo:{name}", "--num_images", str(IMAGES), "--out", str(out))
             runs[name] = out, printed
         return runs[name]
 

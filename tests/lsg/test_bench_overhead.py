@@ -1,17 +1,15 @@
-"""Smoke test of tools/bench_overhead.py at toy sizes, both families: it runs and writes every ratio
-(LSG train step, prefill, decode / token; DualMLP train step). No timing checks."""
+"""Smoke test of tools/bench_overhead.py at toy sizes, both families: it runs (its main, in this
+process) and writes every ratio (LSG train step, prefill, decode / token; DualMLP train step). No
+timing checks."""
 
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "tools" / "bench_overhead.py"
+from tool_runner import run_tool_here
+
 RATIOS = ("train_ratio", "prefill_ratio", "decode_ratio", "dual_mlp_train_ratio")
 MEASURES = ("train_step", "prefill", "decode_per_token", "generate", "dual_mlp_train_step")
 
@@ -23,13 +21,9 @@ def test_bench_overhead_writes_ratios(family, tmp_path):
         "--family", family, "--hidden", "64", "--layers", "6", "--vocab", "1000", "--visual_tokens", "16",
         "--text_tokens", "8", "--batch", "2", "--new_tokens", "4", "--repeats", "2", "--threads", "1",
     ]
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), *small, "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    printed = run_tool_here("bench_overhead.py", *small, "--json", str(out))
     for label in ("LSG train step", "LSG prefill", "LSG decode / token", "DualMLP train step"):
-        assert label in result.stdout, result.stdout
+        assert label in printed, printed
     report = json.loads(out.read_text())
     assert report["family"] == family
     for key in RATIOS:

@@ -23,7 +23,8 @@ from sinktrain.errors import SinkTrainError
 from sinktrain.eval import evaluate
 from sinktrain.eval.methods import build_method
 from test_evaluate_tool import load_tool
-from tool_helpers import BATCH, answers, ok, run_tool
+from tool_helpers import BATCH, answers
+from tool_runner import run_tool_here
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -103,8 +104,8 @@ def test_sink_only_and_non_sink_only_change_only_image_answers(model_path, sampl
 
 def test_the_tool_routes_a_diysink_run_and_writes_decisions(model_path, eval_dir, diysink_checkpoint, tmp_path):
     out = tmp_path / "cot.json"
-    log = ok(run_tool("evaluate.py", "--model", model_path, "--data", eval_dir, "--limit", "12", "--batch_size", BATCH,
-                      "--method", "diysink_cot", "--diysink_checkpoint", str(diysink_checkpoint), "--out", str(out)))
+    log = run_tool_here("evaluate.py", "--model", model_path, "--data", eval_dir, "--limit", "12", "--batch_size", BATCH,
+                        "--method", "diysink_cot", "--diysink_checkpoint", str(diysink_checkpoint), "--out", str(out))
     result = json.loads(out.read_text())
     assert result["method"] == "diysink_cot" and "s/sample" in log and "unmatched" in log
     assert set(result["timing"]) == {"seconds_per_sample", "method_seconds_per_sample"}

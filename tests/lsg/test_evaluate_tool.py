@@ -3,8 +3,8 @@
 Tiny demo LLaVA, real WebDataset shards written here, real greedy generation. The model is the
 random demo LLaVA with sharpened attention (see ``tool_helpers.sharp_model``); the eval set, the
 model, its stock evaluation and the gate checkpoints are session fixtures in conftest.py, shared
-with test_oracle_stack_tools.py. Each tool runs once as a subprocess (exit codes, files); the rest
-calls the library. (The trained demo model answers sensibly, but building it takes a minute of
+with test_oracle_stack_tools.py. The tool's main runs here (tests/tool_runner.py; one thread, the
+library's arithmetic) and once as a command that must refuse bad input; the rest calls the library. (The trained demo model answers sensibly, but building it takes a minute of
 finetuning.)
 """
 
@@ -26,11 +26,11 @@ from tool_helpers import (
     IMAGE_SAMPLES,
     TEXT_SAMPLES,
     answers,
-    ok,
     other_hidden_size,
     run_tool,
     write_eval_set,
 )
+from tool_runner import run_tool_here
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -84,8 +84,8 @@ def test_stock_results_json(stock):
 
 def test_evaluate_tool_with_a_trained_gate(model_path, eval_dir, gate_dirs, stock, tmp_path):
     out, limit = tmp_path / "gated.json", 12
-    log = ok(run_tool("evaluate.py", "--model", model_path, "--data", eval_dir, "--limit", str(limit),
-                      "--gates", str(gate_dirs[0]), "--report_r_sink", "--batch_size", BATCH, "--out", str(out)))
+    log = run_tool_here("evaluate.py", "--model", model_path, "--data", eval_dir, "--limit", str(limit),
+                        "--gates", str(gate_dirs[0]), "--report_r_sink", "--batch_size", BATCH, "--out", str(out))
     result = json.loads(out.read_text())
     assert "accuracy %" in log and "layer 0" in log
     per_category = result["per_category"]

@@ -14,7 +14,8 @@ from sinktrain.errors import SinkTrainError
 from sinktrain.lsg.oracle import accuracies, coefficient_grid, fixed_results
 from sinktrain.lsg.oracle_split import split_rest_sweep, split_results
 from sinktrain.eval import evaluate
-from tool_helpers import BATCH, ORACLE_LAYERS, answers, ok, run_tool, with_answers, write_eval_set
+from tool_helpers import BATCH, ORACLE_LAYERS, answers, with_answers, write_eval_set
+from tool_runner import run_tool_here
 
 GRID = coefficient_grid(3)  # 0, 1, 2
 
@@ -73,8 +74,8 @@ def test_the_sweep_finds_the_planted_split(backbone, model_path, planted, tmp_pa
     assert len(cells) == len(GRID) ** 2 and cells[f"{2 - c_sink:g},{2 - c_sink:g}"] == stage_one["layers"][str(layer)][f"{c_sink:g}"]
     (tmp_path / "stage1.json").write_text(json.dumps(stage_one))
     out = tmp_path / "split.json"
-    log = ok(run_tool("oracle_sweep.py", "--model", model_path, "--data", data, "--split_rest", str(tmp_path / "stage1.json"),
-                      "--steps", "3", "--batch_size", BATCH, "--out", str(out)))
+    log = run_tool_here("oracle_sweep.py", "--model", model_path, "--data", data, "--split_rest", str(tmp_path / "stage1.json"),
+                        "--steps", "3", "--batch_size", BATCH, "--out", str(out))
     assert json.loads(out.read_text())["best"] == result["best"] and "over stage 1" in log
 
 

@@ -5,8 +5,9 @@ random demo LLaVA with sharpened attention (see ``tool_helpers.sharp_model``): a
 answers nonsense, so where a test needs accuracies that move, its eval set takes as reference
 answers what one known setting (a fixed coefficient, one gate) generates, and the tool must then
 find that setting. The eval set, the model, its stock evaluation and the gate checkpoints are
-session fixtures in conftest.py, shared with test_evaluate_tool.py. Each tool runs once as a
-subprocess (exit codes, files); the rest calls the library.
+session fixtures in conftest.py, shared with test_evaluate_tool.py. oracle_sweep.py's main runs
+here (tests/tool_runner.py; its command line: tests/test_recipes_families.py), stack_gates.py as a
+command; the rest calls the library.
 """
 
 import json
@@ -34,6 +35,7 @@ from tool_helpers import (
     with_answers,
     write_eval_set,
 )
+from tool_runner import run_tool_here
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -61,8 +63,8 @@ def oracle_eval(backbone, samples, stock, triples, tmp_path_factory):
 def test_oracle_sweep_tool_finds_the_planted_coefficient(model_path, oracle_eval, tmp_path):
     data, layer, c_sink, baseline = oracle_eval
     out = tmp_path / "oracle.json"
-    ok(run_tool("oracle_sweep.py", "--model", model_path, "--data", data, "--layers", ",".join(map(str, ORACLE_LAYERS)),
-                "--steps", "3", "--batch_size", BATCH, "--out", str(out)))
+    run_tool_here("oracle_sweep.py", "--model", model_path, "--data", data, "--layers", ",".join(map(str, ORACLE_LAYERS)),
+                  "--steps", "3", "--batch_size", BATCH, "--out", str(out))
     result = json.loads(out.read_text())
     assert result["grid"] == [0.0, 1.0, 2.0] and list(result["layers"]) == [str(l) for l in ORACLE_LAYERS]
     assert result["baseline"]["overall"] == pytest.approx(baseline) and baseline < 100.0
