@@ -7,17 +7,21 @@ run, and stopping it on a signal: tests/train/test_stop_signal.py).
 """
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from recipe_checks import copy_run, scalars
+from recipe_worker import RecipeWorker
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "recipes" / "diysink_finetune.py"
 pytestmark = pytest.mark.multiprocess
+
+
+@pytest.fixture(scope="module")
+def worker():
+    """Refused runs stop before training: one process runs them all (tests/recipe_worker.py)."""
+    worker = RecipeWorker()
+    yield worker
+    worker.close()
 
 
 def test_demo_learns_on_two_zero3_ranks(diysink_demo_run):
@@ -57,12 +61,10 @@ def test_checkpoints_and_sinks_logged(diysink_demo_run):
     (["--data", "EVAL"], ["trained on --data", "demo-eval", "resume with the checkpoint's --data"]),
     (["--grad_accum", "3"], ["--grad_accum 3:", "global batch of 16 on 2 ranks", "needs --grad_accum 2"]),
 ])
-def test_a_resume_with_other_data_or_another_global_batch_is_refused_early(diysink_demo_run, tmp_path, flags, names):
+def test_a_resume_with_other_data_or_another_global_batch_is_refused_early(diysink_demo_run, worker, tmp_path, flags, names):
     from sinktrain import demo
 
     output_dir = copy_run(diysink_demo_run[0], tmp_path)
     flags = [demo.demo_eval_pattern() if flag == "EVAL" else flag for flag in flags]
-    done = subprocess.run([sys.executable, str(RECIPE), "--output_dir", str(output_dir), "--resume", "auto", *flags],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
-    assert all(name in done.stderr for name in names), done.stderr
+    code, stderr = worker.run("recipes/diysink_finetune.py", "--output_dir", str(output_dir), "--resume", "auto", *flags)
+    assert code == 2 and all(name in stderr for name in names), stderr
