@@ -130,10 +130,11 @@ def diysink_demo_run(tmp_path_factory, deepspeed_launch):
 @pytest.fixture(scope="session")
 def lsg_demo_run(tmp_path_factory, deepspeed_launch):
     """recipes/lsg_train.py on the trained demo LLaVA, once per test run: 2 ZeRO-3 ranks, 40 steps,
-    checkpoints at 20 and 40, --export_model. (output_dir, console). Read-only, as diysink_demo_run."""
+    checkpoints kept at 30 and 40 (--save_every 10: a resume test continues from 30), --export_model.
+    (output_dir, console). Read-only, as diysink_demo_run."""
     def run(output_dir):
         sinktrain.demo.ensure_demo_trained_model()  # built here once, not by two ranks under the launch's timeout
-        flags = ["--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir), "--max_steps", str(LSG_DEMO_STEPS), "--save_every", "20"]
+        flags = ["--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir), "--max_steps", str(LSG_DEMO_STEPS), "--save_every", "10"]
         return deepspeed_launch("recipes/lsg_train.py", *flags, "--export_model")
 
     return once(tmp_path_factory, "lsg-demo-run", run)
