@@ -3,21 +3,21 @@ tests/test_diysink_recipe.py, tests/test_lsg_recipe.py).
 
 A few launches, not one per family and recipe (CI's time budget): what differs between families
 (chat formats, image inputs, slots, M-RoPE, windows, packing) is covered in process by
-tests/backbones and tests/lsg for every family; these runs show the whole recipe on a family of
-each kind. DIYSink runs both stages on the random tiny Qwen2.5-VL (stage 2 from stage 1's
-connector) and stage 2 on LLaVA-OneVision (the loss falls); stage 1 also trains
-DeepSeek-VL-Hybrid's DualMLP (two connector inputs per slot, a SAM branch partitioned at load like
-everything else) and the stage-1 model exports; ReW trains on the trained Qwen2.5-VL's ReW demo set (its
-weights part by question kind; resumed); LSG trains gates on the trained demo Qwen2.5-VL (they find
-the sink-reading layer and lower the held-out loss), and the LSG tools (evaluate, oracle sweep)
-run on its gates (LLaVA's LSG runs: tests/test_lsg_recipe.py; every family's gating in process:
-tests/lsg). LLaVA-OneVision streams the demo shards and the multi-image demo shards,
-so one run mixes single-image, multi-image and text-only samples (ranks differ in what they get:
-no hang). Each run is partitioned at load and writes TensorBoard. (Resume is family-independent
-data and DeepSpeed code: bit for bit after preemption, resizing and SIGKILL in
-tests/train/test_interrupted_run.py, on Slurm in tests/slurm, LSG's in tests/test_lsg_recipe.py.)
-Each DIYSink and LSG run is exported (tools/convert_to_hf.py's exporter) and the export, loaded
-without sinktrain, computes the run's model's logits and generate() tokens (tests/export_checks.py).
+tests/backbones and tests/lsg for every family; these runs show the whole recipe on a family of each
+kind. DIYSink runs both stages on the random tiny Qwen2.5-VL (stage 2 from stage 1's connector) and
+stage 2 on LLaVA-OneVision (the loss falls); stage 1 also trains DeepSeek-VL-Hybrid's DualMLP (two
+connector inputs per slot, a SAM branch partitioned at load like everything else) and the stage-1
+model exports; ReW trains on the trained Qwen2.5-VL's ReW demo set (its weights part by question
+kind; resumed); LSG trains gates on the trained demo Qwen2.5-VL (they find the sink-reading layer
+and lower the held-out loss), and the LSG tools (evaluate, oracle sweep) run on its gates (LLaVA's
+LSG runs: tests/test_lsg_recipe.py; every family's gating in process: tests/lsg). LLaVA-OneVision
+streams the demo shards and the multi-image demo shards, so one run mixes single-image, multi-image
+and text-only samples (ranks differ in what they get: no hang). Each run is partitioned at load and
+writes TensorBoard. (Resume is family-independent data and DeepSpeed code: bit for bit after
+preemption, resizing and SIGKILL in tests/train/test_interrupted_run.py, on Slurm in tests/slurm,
+LSG's in tests/test_lsg_recipe.py.) Each stage-2, ReW and LSG run and Hybrid's stage 1 are exported
+(tools/convert_to_hf.py's exporter) and the export, loaded without sinktrain, computes the run's
+model's logits and generate() tokens (tests/export_checks.py).
 """
 
 import json
