@@ -65,16 +65,16 @@ def test_diysink_runs_convert_and_load_without_sinktrain(diysink_demo_run, tmp_p
 
 
 def test_lsg_export_model_and_full_conversion(lsg_demo_run, tmp_path):
-    """--export_model wrote the gates adapter (the final gates); --full --step 20 the whole model."""
+    """--export_model wrote the gates adapter (the final gates); --full --step 30 the whole model."""
     run_dir, _ = lsg_demo_run
     adapter = run_dir / "hf"
     final_gates, _ = read_gates(run_dir / "gates")
     exported_gates, meta = read_gates(adapter)  # sinktrain's gate files: tools/evaluate.py --gates reads it
     assert all(torch.equal(exported_gates[key], value) for key, value in final_gates.items()) and meta.layers == [1, 2, 3]
     assert not (adapter / "config.json").exists() and "base_model_relation: adapter" in (adapter / "README.md").read_text()
-    convert(run_dir, "--step", 20, "--full", "--out", tmp_path / "full20")
+    convert(run_dir, "--step", 30, "--full", "--out", tmp_path / "full30")
     jobs, expected = [], []
-    for name, step, gates, kind in (("adapter", 40, run_dir / "gates", "adapter"), ("full20", 20, None, "remote")):
+    for name, step, gates, kind in (("adapter", 40, run_dir / "gates", "adapter"), ("full30", 30, None, "remote")):
         expected.append(expected_outputs(trained_backbone(run_dir, step, gates), tmp_path / f"{name}.inputs.pt"))
         directory = adapter if kind == "adapter" else tmp_path / name
         jobs.append({"kind": kind, "dir": str(directory), "inputs": str(tmp_path / f"{name}.inputs.pt")})
