@@ -1,22 +1,18 @@
-"""Smoke test of tools/bench_find_sink_dims.py at toy sizes: it runs and reports the ratio and memory (no timing checks)."""
+"""Smoke test of tools/bench_find_sink_dims.py at toy sizes (its main, in this process; each memory
+point still runs in a process of its own): it runs and reports the ratio and memory (no timing checks)."""
 
 import json
 import math
 import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "tools" / "bench_find_sink_dims.py"
+from tool_runner import run_tool_here
 
 
 def test_bench_reports_time_ratio_and_memory(demo_model_dir, tmp_path):
     out = tmp_path / "bench.json"
     small = ["--num_images", "8", "--batch_size", "4", "--repeats", "1", "--warmup", "0", "--memory_images", "4,8"]
-    done = subprocess.run([sys.executable, str(SCRIPT), *small, "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "ratio" in done.stdout and "memory growth from 4 to 8 images" in done.stdout
+    printed = run_tool_here("bench_find_sink_dims.py", *small, "--json", str(out))
+    assert "ratio" in printed and "memory growth from 4 to 8 images" in printed
     report = json.loads(out.read_text())
     assert isinstance(report["time_ratio"], float) and math.isfinite(report["time_ratio"]) and report["time_ratio"] > 0
     assert report["timing"]["images"] == 8 and len(report["timing"]["stats_samples_ms"]) == 1
