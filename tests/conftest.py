@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "backbones"))
 from sinktrain.train.distributed import SHM_DIR, SHM_PREFIX
 
 from console import check_quiet
-from recipe_checks import LSG_DEMO_STEPS
+from recipe_checks import LSG_DEMO_SAVE_EVERY, LSG_DEMO_STEPS
 
 SHM_BEFORE = pytest.StashKey[set]()
 
@@ -134,7 +134,7 @@ def lsg_demo_run(tmp_path_factory, deepspeed_launch):
     (output_dir, console). Read-only, as diysink_demo_run."""
     def run(output_dir):
         sinktrain.demo.ensure_demo_trained_model()  # built here once, not by two ranks under the launch's timeout
-        flags = ["--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir), "--max_steps", str(LSG_DEMO_STEPS), "--save_every", "10"]
+        flags = ["--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir), "--max_steps", str(LSG_DEMO_STEPS), "--save_every", str(LSG_DEMO_SAVE_EVERY)]
         return deepspeed_launch("recipes/lsg_train.py", *flags, "--export_model")
 
     return once(tmp_path_factory, "lsg-demo-run", run)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-LSG_DEMO_STEPS = 40  # tests/conftest.py's lsg_demo_run
+LSG_DEMO_STEPS, LSG_DEMO_SAVE_EVERY = 40, 10  # tests/conftest.py's lsg_demo_run
 
 
 def scalars(output_dir, tag: str) -> dict[int, float]:

@@ -11,7 +11,6 @@ Run:
 """
 
 import contextlib
-import importlib.util
 import io
 import os
 import shutil
@@ -34,6 +33,8 @@ from sinktrain.errors import SinkTrainError
 from sinktrain.find_sinks.images import GENERIC_QUESTION, Item, PromptEncoder, shard_items
 from sinktrain.modeling.sinks import l_sink_mask, v_sink_mask
 
+from scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "find_sink_dims.py"
 IMAGES = 32
@@ -42,13 +43,6 @@ IMAGES = 32
 def tool_env() -> dict:
     """Read at call time, after conftest pointed SINKTRAIN_CACHE at the session's cache."""
     return dict(os.environ, OMP_NUM_THREADS="1")  # the same arithmetic as the in-process run
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("sinktrain_tool_find_sink_dims", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run(*command: str, timeout: int = 300) -> str:
@@ -64,7 +58,7 @@ def _one_thread(one_thread):
 
 @pytest.fixture(scope="module")
 def tool():
-    return load_tool()
+    return load_script("tools/find_sink_dims.py")
 
 
 @pytest.fixture(scope="module")

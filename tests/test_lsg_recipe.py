@@ -21,7 +21,7 @@ from sinktrain.diysink.checkpoint import consolidated_state
 from sinktrain.lsg.gate_file import gating_from_checkpoint, read_gates
 
 from held_out import check_gates_started_neutral, held_out_loss, r_sink_events
-from recipe_checks import LSG_DEMO_STEPS, copy_run
+from recipe_checks import LSG_DEMO_SAVE_EVERY, LSG_DEMO_STEPS, copy_run
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "lsg_train.py"
@@ -66,8 +66,9 @@ def test_resume_from_the_middle_ends_with_the_uninterrupted_gates_bit_for_bit(ls
     shutil.rmtree(output_dir / "checkpoints" / f"step_{STEPS:06d}")
     shutil.rmtree(output_dir / "gates")
     log = deepspeed_launch("recipes/lsg_train.py", "--ds_config", "ds_configs/zero3.json", "--output_dir", str(output_dir),
-                           "--resume", "auto", "--max_steps", str(STEPS), "--save_every", "10")
-    assert f"at step {STEPS - 10}" in log and f"step {STEPS - 9}/{STEPS}" in log
+                           "--resume", "auto", "--max_steps", str(STEPS), "--save_every", str(LSG_DEMO_SAVE_EVERY))
+    resumed_at = STEPS - LSG_DEMO_SAVE_EVERY
+    assert f"at step {resumed_at}" in log and f"step {resumed_at + 1}/{STEPS}" in log
     resumed, uninterrupted = read_gates(output_dir / "gates")[0], read_gates(reference / "gates")[0]
     assert resumed.keys() == uninterrupted.keys()
     for key, value in uninterrupted.items():
