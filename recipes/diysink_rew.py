@@ -3,7 +3,7 @@
 Runs on the embedded trained tiny LLaVA with no flags (its DualMLP starts from its own projector)
 and its ReW demo set (sinktrain.demo.rew_set: global questions answered from the V-sinks alone,
 local ones from the other tokens alone; try --balance_by category, and see rew/rew_weights.png:
-the non-sink weight goes down for global questions and up for local ones); --model demo:FAMILY
+the non-sink weight goes down for global questions and stays higher for local ones); --model demo:FAMILY
 for another family; on a real DIYSink model:
 
     deepspeed --num_gpus 2 recipes/diysink_rew.py
@@ -12,7 +12,8 @@ for another family; on a real DIYSink model:
         --data 'rew/{000000..000003}.tar' --balance_by category --per_category 80
 
 A frozen sentence encoder (--sentence_encoder, mean pooling) embeds each sample's first question;
-the MLP maps it to [w_sink, w_non] (both exactly 1 at the start: the plain DualMLP), which scale
+the MLP maps it, standardised by the training questions' embeddings (the first 4096), to
+[w_sink, w_non] (both exactly 1 at the start: the plain DualMLP), which scale
 the sample's V-sink and other visual tokens where the LLM receives them (DIYSink, "To Sink or Not
 to Sink", Sec. 4.2). Everything else is frozen. The paper's setting: 10 epochs, lr 1e-2, global
 batch 20, 120-240 samples balanced over local, global and mixed tasks (--balance_by category:
@@ -98,6 +99,7 @@ def main(argv=None) -> None:
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     encoder = SentenceEncoder(args.sentence_encoder, device, zero3)
     rew = ReWeighting(backbone, encoder, args.hidden)
+    rew.standardize_on(run.shards)
     fit(run, backbone, args.template, rew_hooks(rew, run.is_main))
 
 

@@ -12,13 +12,14 @@ one CoT routing uses (sinktrain.modeling.slot_select, masked out of attention):
 
 A global answer needs the sinks and not the rest, a local one the reverse; at ReW's start
 (w_sink, w_non) = (1, 1) the model sees both. So ReW should turn the other tokens down for global
-questions and keep them up for local ones: it does, on every demo family tried (Qwen2.5-VL on 2
-ZeRO-3 ranks, 10 epochs: w_non 0.07 for global, 0.60 for local; LLaVA and Qwen2-VL in one
-process, constant lr 1e-2: 0.41 / 1.82 and 0.28 / 1.48 after 80 steps). ``w_sink`` barely moves
-apart: a pre-norm LLM sees a token's direction, not its size, so scaling the few sink tokens
-changes little (LLaVA's demo V-sinks, norm ~170 against ~5-50 for the other tokens and the
-layers' updates, not at all above w ~ 0.1), while scaling every other visual token shifts the
-balance between the image and the text. Built reproducibly (greedy
+questions and keep them up for local ones. Where a global question's two answers differ (the
+captions) it does: w_non 0.00-0.21 (Qwen2.5-VL on 2 ZeRO-3 ranks, 10 epochs, seeds 0-3); where
+they agree (most counts), and for local questions above w_non ~0.3, the loss is flat and the
+weights stay anywhere in it (local: 0.4-1.6). A pre-norm LLM sees a token's direction, not its
+size, so scaling visual tokens changes answers only near 0, and ``w_sink`` matters least: the few
+sink tokens (LLaVA's demo V-sinks, norm ~170 against ~5-50 for the other tokens and the layers'
+updates) change nothing above w ~ 0.1, while scaling every other visual token shifts the balance
+between the image and the text. Built reproducibly (greedy
 decoding, one torch thread) into the cache, SHARDS shards holding PER_KIND samples of each kind.
 """
 

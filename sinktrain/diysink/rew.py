@@ -14,12 +14,16 @@ submodule of the model (``model.rew``), so DeepSpeed trains, partitions and chec
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 
 import torch
+from webdataset.gopen import gopen
+from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from sinktrain.backbones.base import Backbone
 from sinktrain.data.batch import Batch
+from sinktrain.data.encode import first_question
 from sinktrain.diysink.sentence import SentenceEncoder
 from sinktrain.errors import SinkTrainError
 from sinktrain.modeling.connector import DualMLPConnector
@@ -28,6 +32,7 @@ from sinktrain.train.zero import gathered, init_context
 
 UNCATEGORISED = "(none)"
 QUESTIONS_KEPT = 256
+STANDARDIZE_SAMPLES = 4096  # training questions the MLP's input statistics are taken from (ReW sets: 120-240)
 
 
 class WeightTally:
@@ -77,6 +82,15 @@ class ReWeighting(ReWeights):
     def backbone(self) -> Backbone:
         return self.slotted
 
+    def standardize_on(self, shards: list[str]) -> None:
+        """Set the MLP's input statistics from the first questions of the training shards (the same on
+        every rank, and again on resume)."""
+        questions = training_questions(shards, STANDARDIZE_SAMPLES)
+        if len(questions) < 2:
+            raise SinkTrainError(f"{shards[0]} ...: ReW needs at least 2 readable LLaVA records with a question to train on, found {len(questions)}")
+        embeddings = torch.cat([self.encoder.embed(questions[start:start + 256]) for start in range(0, len(questions), 256)])
+        self.module.standardize(embeddings.to(self.module.center.device))
+
     def weights_by_category(self, state: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
         """Mean final weights over each category's questions, from a full copy of the MLP's weights."""
         mlp = ReWeighter(self.encoder.width, self.module.mlp[0].out_features)
@@ -92,3 +106,18 @@ class ReWeighting(ReWeights):
         weights = self.set_questions(batch.questions)
         self.tally.add(weights.detach().float().cpu(), batch.categories, batch.questions)
         return self.backbone.forward(batch).loss
+
+
+def training_questions(shards: list[str], limit: int) -> list[str]:
+    """The first human turn of up to ``limit`` samples, in shard order (read as training reads shards)."""
+    questions: list[str] = []
+    for url in shards:
+        with gopen(url) as stream:
+            for raw in group_by_keys(tar_file_expander([{"url": url, "stream": stream}])):
+                try:
+                    questions.append(first_question(json.loads(raw["json"])["conversations"]))
+                except (KeyError, TypeError, ValueError):
+                    continue  # a broken sample: training skips it too
+                if len(questions) == limit:
+                    return questions
+    return questions

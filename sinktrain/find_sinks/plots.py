@@ -72,7 +72,8 @@ def _histogram_panel(ax, threshold: Threshold | None, title: str) -> None:
     if threshold.tau is not None:
         ax.axvline(threshold.tau, color="tab:red", label=f"tau = {threshold.tau:.3g}")
     ax.set(xscale="log", yscale="log", xlabel="|activation|", ylabel="tokens", title=title)
-    ax.legend(fontsize=8)
+    if threshold.gap is not None or threshold.tau is not None:  # otherwise nothing is labelled
+        ax.legend(fontsize=8)
 
 
 def _subject(settings: Settings, dims: list[int]) -> str:
