@@ -148,7 +148,7 @@ def test_lsg_finds_the_sink_reading_layer(name, tmp_path, deepspeed_launch, one_
 
 REW_FAMILY, REW_STEPS = "qwen2_5_vl", 60  # the paper's setting: 120 samples, global batch 20, 10 epochs
 # ReW on the demo ReW set (sinktrain.demo.rew_set: global questions answered from the V-sinks alone,
-# local ones from the other tokens alone). Measured (2 ranks, --seed 0-3, two machines' CPUs): the
+# local ones from the other tokens alone). Measured (2 ranks, --seed 0-3): the
 # caption questions' w_non goes to 0.00-0.21 (the sink-only caption is a different answer); the
 # count questions', whose answers the sinks and the rest give alike, anywhere (0.0-2.0); the
 # local questions' stays in 0.36-1.6, where their loss is flat. Mean w_non, global / local:
