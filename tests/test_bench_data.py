@@ -47,3 +47,14 @@ def test_bench_data_writes_every_configuration(tmp_path):
     check_report(json.loads(out.read_text()))
     images = sorted((tmp_path / "work" / "images").iterdir())
     assert len(images) == 40 and images[0].read_bytes()[:2] == b"\xff\xd8"  # JPEGs, as LLaVA's folders hold
+
+
+def test_map_loader_outlasts_the_timed_batches_and_their_prefetch():
+    """The map-style loader must not run dry at the last timed batch: its workers would idle through the
+    tail while the endless stream's still prefetch, which on oversubscribed cores favours the map loader."""
+    from sinktrain.bench.data_loading import PREFETCH_FACTOR, make_loader
+
+    dataset = list(range(10))  # 10 samples: fewer than the timed batches and their prefetch need
+    loader = make_loader("map", {"dataset": dataset}, None, workers=2, batch=2, batches=6, seed=0)
+    assert loader.prefetch_factor == PREFETCH_FACTOR
+    assert len(loader.sampler) >= (6 + PREFETCH_FACTOR * 2) * 2
