@@ -56,6 +56,19 @@ def overlaps(start: int, end: int, ranges: list[tuple[int, int]]) -> bool:
     return any(start < high and low < end for low, high in ranges)
 
 
+def overlapping(offsets: list[tuple[int, int]], ranges: list[tuple[int, int]]) -> list[bool]:
+    """Whether each token's characters overlap one of ``ranges`` (in text order, disjoint): one sweep
+    over both, where testing every range per token cost ~15% of a LLaVA sample's CPU (576 image tokens)."""
+    if any(later[0] < earlier[0] for earlier, later in zip(offsets, offsets[1:])):  # not in text order
+        return [overlaps(start, end, ranges) for start, end in offsets]
+    found, k = [], 0
+    for start, end in offsets:
+        while k < len(ranges) and ranges[k][1] <= start:  # ranges that end before this token: done with them
+            k += 1
+        found.append(k < len(ranges) and ranges[k][0] < end)
+    return found
+
+
 def offsets_of(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     try:
         encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -74,7 +87,7 @@ def tokenize(pieces: list[Piece], tokenizer, bos_id: int | None = None) -> Examp
     if bos_id is not None:
         ids, offsets = [bos_id, *ids], [(0, 0), *offsets]  # an empty span: never a target, never an image
     targets, images = spans(pieces, "target"), spans(pieces, "image")
-    labels = [token if overlaps(start, end, targets) else IGNORE_INDEX for token, (start, end) in zip(ids, offsets)]
+    labels = [token if target else IGNORE_INDEX for token, target in zip(ids, overlapping(offsets, targets))]
     first_target = next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), len(ids))
     image_spans = []
     for low, high in images:
