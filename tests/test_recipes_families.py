@@ -163,8 +163,8 @@ def demo_rew_records(name: str) -> list[dict]:
             for _, fields in shard_samples(str(shard))]
 
 
-def rew_weights_by_question(rew_dir) -> dict[str, tuple[float, float]]:
-    """The trained MLP's (w_sink, w_non) for each question of the demo ReW set, by the question."""
+def rew_weights_by_question(rew_dir) -> dict[str, tuple[str, float, float]]:
+    """(task, w_sink, w_non) of each question of the demo ReW set under the trained MLP, by the question."""
     from sinktrain.modeling.rew import ReWeighter, SentenceEmbedder
 
     meta = json.loads((rew_dir / "rew.json").read_text())
