@@ -5,7 +5,8 @@ chat template and tokenizer) from the same synthetic JPEG scenes and conversatio
 reads WebDataset shards through ``ShardStream`` as training does; ``map`` is LLaVA's
 LazySupervisedDataset pattern (a JSON list, each image opened from a folder, shuffled sampler).
 Each is timed with 1, 2 and 4 DataLoader workers (``--workers``), one rank; the data set is
-generated once into ``--work_dir`` and reused. sinktrain/bench/data_loading.py says more.
+generated once into ``--work_dir`` and reused (sinktrain/bench/photo_scenes.py).
+sinktrain/bench/data_loading.py says more.
 
 Run (about 3-4 minutes at the default size on a 2-core CPU; the first time ~1 minute more to build
 the data)::
@@ -40,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import transformers  # noqa: E402
 
 from sinktrain.bench import data_loading as bench  # noqa: E402
+from sinktrain.bench.photo_scenes import prepare_data  # noqa: E402
 from sinktrain.bench.report import environment, write_report  # noqa: E402
 from sinktrain.log import quiet_third_party  # noqa: E402
 
@@ -117,7 +119,7 @@ def main(argv=None) -> int:
     # more workers than CPUs is the point of the 4-worker row, not a mistake to warn about
     warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
     load_before = os.getloadavg()
-    data = bench.prepare_data(args)
+    data = prepare_data(args)
     print(f"data: {data['samples']} samples, {data['shard_files']} shards, JPEG {data['jpeg_kb_mean']:.0f} KB mean "
           f"({data['jpeg_kb_min']:.0f}-{data['jpeg_kb_max']:.0f}) in {args.work_dir}")
     encoder, collator = bench.llava15_encoder(args.image_size, args.max_length)

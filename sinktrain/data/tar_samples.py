@@ -2,6 +2,7 @@
 
     count_samples(url)                   # samples in a shard (local: tar headers only, by seeking)
     read_samples(url, start, count)      # samples start .. start + count - 1, as WebDataset yields them
+    samples_from(url, start)             # samples start .. the end, no placeholders (a broken shard raises)
 
 A sample is the run of adjacent members sharing a key (WebDataset's own grouping, used here
 through its tar iterators). Local shards are walked header by header with seeks, so counting and
@@ -88,7 +89,7 @@ def read_samples(url: str, start: int, count: int, stats: ReadStats) -> Iterator
     """Samples ``start .. start + count - 1`` of a shard; placeholders for those it cannot give."""
     given = 0
     try:
-        for sample in _samples_from(url, start, stats):
+        for sample in samples_from(url, start, stats):
             if given == count:
                 return
             stats.read += 1
@@ -103,7 +104,8 @@ def read_samples(url: str, start: int, count: int, stats: ReadStats) -> Iterator
         yield {BROKEN: reason, "__url__": url, "__key__": None}
 
 
-def _samples_from(url: str, start: int, stats: ReadStats) -> Iterator[dict]:
+def samples_from(url: str, start: int, stats: ReadStats) -> Iterator[dict]:
+    """A shard's samples from sample ``start`` to its end, as WebDataset yields them (a broken shard raises)."""
     if is_local(url):
         starts = sample_starts(url, stop=start + 1) if start else [0]
         if len(starts) <= start:

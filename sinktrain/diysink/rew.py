@@ -18,12 +18,11 @@ import json
 from collections import defaultdict
 
 import torch
-from webdataset.gopen import gopen
-from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from sinktrain.backbones.base import Backbone
 from sinktrain.data.batch import Batch
 from sinktrain.data.encode import first_question
+from sinktrain.data.tar_samples import ReadStats, samples_from
 from sinktrain.diysink.sentence import SentenceEncoder
 from sinktrain.errors import SinkTrainError
 from sinktrain.modeling.connector import DualMLPConnector
@@ -112,12 +111,11 @@ def training_questions(shards: list[str], limit: int) -> list[str]:
     """The first human turn of up to ``limit`` samples, in shard order (read as training reads shards)."""
     questions: list[str] = []
     for url in shards:
-        with gopen(url) as stream:
-            for raw in group_by_keys(tar_file_expander([{"url": url, "stream": stream}])):
-                try:
-                    questions.append(first_question(json.loads(raw["json"])["conversations"]))
-                except (KeyError, TypeError, ValueError):
-                    continue  # a broken sample: training skips it too
-                if len(questions) == limit:
-                    return questions
+        for raw in samples_from(url, 0, ReadStats()):
+            try:
+                questions.append(first_question(json.loads(raw["json"])["conversations"]))
+            except (KeyError, TypeError, ValueError):
+                continue  # a broken sample: training skips it too
+            if len(questions) == limit:
+                return questions
     return questions

@@ -26,9 +26,10 @@ WEIGHTS, META, PLOT = "rew.safetensors", "rew.json", "rew_weights.png"
 
 
 def save_rew(rew: ReWeighting, directory: Path, is_main: bool, plot: bool = False) -> None:
-    """Gather the MLP (every rank takes part under ZeRO-3); rank 0 writes it with its metadata and
-    the final weights per category (on the questions it saw), and with ``plot`` their bar chart."""
-    state = {**full_state(rew.module), **{name: buffer.float().cpu().clone() for name, buffer in rew.module.named_buffers()}}
+    """Gather the MLP and its input statistics (every rank takes part under ZeRO-3); rank 0 writes
+    them with their metadata and the final weights per category (on the questions it saw), and with
+    ``plot`` their bar chart."""
+    state = full_state(rew.module)
     if not is_main:
         return
     weights = rew.weights_by_category(state)

@@ -61,10 +61,12 @@ def load_full_state(module: nn.Module, state: dict[str, torch.Tensor] | None) ->
 
 
 def full_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The module's full fp32 weights on CPU; a ZeRO-3 gather, so call it on every rank."""
+    """The module's full fp32 weights and saved buffers on CPU; a ZeRO-3 gather, so call it on every rank."""
     params = dict(module.named_parameters())
+    saved = module.state_dict().keys()  # buffers ZeRO-3 never partitions, the non-persistent left out
+    buffers = {name: buffer for name, buffer in module.named_buffers() if name in saved}
     with gathered(params.values()):
-        return {name: param.detach().float().cpu().clone() for name, param in params.items()}
+        return {name: tensor.detach().float().cpu().clone() for name, tensor in {**params, **buffers}.items()}
 
 
 def is_partitioned(parameter: torch.Tensor) -> bool:

@@ -58,7 +58,7 @@ def overlaps(start: int, end: int, ranges: list[tuple[int, int]]) -> bool:
 
 def overlapping(offsets: list[tuple[int, int]], ranges: list[tuple[int, int]]) -> list[bool]:
     """Whether each token's characters overlap one of ``ranges`` (in text order, disjoint): one sweep
-    over both, where testing every range per token cost ~15% of a LLaVA sample's CPU (576 image tokens)."""
+    over both (~800 tokens: 0.24 ms, where testing every range per token took 1.1 ms of a ~9 ms sample)."""
     if any(later[0] < earlier[0] for earlier, later in zip(offsets, offsets[1:])):  # not in text order
         return [overlaps(start, end, ranges) for start, end in offsets]
     found, k = [], 0
