@@ -4,10 +4,11 @@
     read_samples(url, start, count)      # samples start .. start + count - 1, as WebDataset yields them
     samples_from(url, start)             # samples start .. the end, no placeholders (a broken shard raises)
 
-A sample is the run of adjacent members sharing a key (WebDataset's own grouping, used here
-through its tar iterators). Local shards are walked header by header with seeks, so counting and
-starting at sample ``k`` read no image bytes; remote shards (``pipe:``, ``http(s)://``, ...) are
-streamed through ``webdataset.gopen`` and the first ``k`` samples read and dropped.
+A sample is the run of adjacent members sharing a key (WebDataset's grouping). Local shards are
+walked header by header with seeks (``tar_members``: a tenth of ``tarfile``'s cost per member), so
+counting and starting at sample ``k`` read no image bytes; remote shards (``pipe:``,
+``http(s)://``, ...) are streamed through WebDataset's tar iterators and the first ``k`` samples
+read and dropped.
 
 A shard that breaks off early (truncated, corrupt) yields a ``{BROKEN: reason}`` placeholder for
 each sample it lost, so the number of samples, and every later position, stays what the index
@@ -24,6 +25,8 @@ from typing import Iterator
 
 from webdataset.gopen import gopen
 from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expander
+
+from sinktrain.data.tar_members import regular_members
 
 logger = logging.getLogger("sinktrain")
 BROKEN = "__broken__"  # key of a placeholder for a sample a broken shard lost
@@ -43,35 +46,32 @@ def is_local(url: str) -> bool:
 
 def member_key(name: str) -> str | None:
     """The sample key WebDataset groups a member under (None: not part of any sample)."""
+    return _key_and_extension(name)[0]
+
+
+def _key_and_extension(name: str) -> tuple[str | None, str | None]:
     if name.startswith("__") or "/__" in name:  # WebDataset's metadata members
-        return None
-    return base_plus_ext(name)[0]
+        return None, None
+    return base_plus_ext(name)
 
 
 def sample_starts(url: str, stop: int | None = None) -> list[int]:
     """Byte offsets of the first member of each sample of a local shard (the first ``stop`` of them)."""
     starts: list[int] = []
     previous = None
-    with tarfile.open(url, mode="r:") as tar:
-        while (member := _next_member(tar, url)) is not None:
-            key = member_key(member.name) if member.isreg() else None
-            if key is None or key == previous:
-                continue
-            if stop is not None and len(starts) == stop:
-                break
-            starts.append(member.offset)
-            previous = key
-            tar.members.clear()  # a shard of a million members must not grow this list
+    with open(url, "rb") as stream:
+        try:
+            for name, offset, _ in regular_members(stream):
+                key = member_key(name)
+                if key is None or key == previous:
+                    continue
+                if stop is not None and len(starts) == stop:
+                    break
+                starts.append(offset)
+                previous = key
+        except tarfile.TarError as error:  # cut off or damaged midway: its samples so far count
+            logger.warning("skipping unreadable shard data in %s after sample %d: %s", url, len(starts), error)
     return starts
-
-
-def _next_member(tar: tarfile.TarFile, url: str) -> tarfile.TarInfo | None:
-    """The next header; a shard cut off or damaged midway ends there (its samples so far count)."""
-    try:
-        return tar.next()
-    except tarfile.TarError as error:
-        logger.warning("skipping unreadable shard data in %s after offset %d: %s", url, tar.offset, error)
-        return None
 
 
 def count_samples(url: str) -> int:
@@ -107,19 +107,36 @@ def read_samples(url: str, start: int, count: int, stats: ReadStats) -> Iterator
 def samples_from(url: str, start: int, stats: ReadStats) -> Iterator[dict]:
     """A shard's samples from sample ``start`` to its end, as WebDataset yields them (a broken shard raises)."""
     if is_local(url):
-        starts = sample_starts(url, stop=start + 1) if start else [0]
-        if len(starts) <= start:
-            return
-        stats.seeked += start
-        stream = open(url, "rb")
+        yield from _local_samples_from(url, start, stats)
+        return
+    samples = group_by_keys(tar_file_expander([{"url": url, "stream": gopen(url)}], eof_value=None))
+    for index, sample in enumerate(samples):
+        if index < start:  # remote: read and dropped, still bytes over the wire
+            stats.read += 1
+            continue
+        yield sample
+
+
+def _local_samples_from(url: str, start: int, stats: ReadStats) -> Iterator[dict]:
+    """WebDataset's grouping (adjacent members sharing a key, lower-case extensions) over our own header walk."""
+    starts = sample_starts(url, stop=start + 1) if start else [0]
+    if len(starts) <= start:
+        return
+    stats.seeked += start
+    sample: dict | None = None
+    with open(url, "rb") as stream:
         stream.seek(starts[start])
-        start = 0
-    else:
-        stream = gopen(url)
-    with stream:
-        samples = group_by_keys(tar_file_expander([{"url": url, "stream": stream}], eof_value=None))
-        for index, sample in enumerate(samples):
-            if index < start:  # remote: read and dropped, still bytes over the wire
-                stats.read += 1
+        for name, _, read in regular_members(stream):
+            key, extension = _key_and_extension(name)
+            if key is None:
                 continue
-            yield sample
+            if sample is None or key != sample["__key__"]:
+                if sample is not None:
+                    yield sample
+                sample = {"__key__": key, "__url__": url}
+            extension = extension.lower()
+            if extension in sample:
+                raise ValueError(f"{name}: duplicate file name in tar file {url}")
+            sample[extension] = read()
+    if sample is not None:
+        yield sample
