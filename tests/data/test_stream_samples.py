@@ -6,6 +6,7 @@ test_stream_order.py, test_stream_resume.py.)
     python -m pytest tests/data/test_stream_samples.py -q
 """
 
+import io
 import json
 import logging
 from itertools import islice
@@ -19,7 +20,7 @@ from transformers import AutoProcessor
 from sinktrain.backbones.llava import SquareImageInputs
 from sinktrain.data.chat import encode_prompt
 from sinktrain.data.collate import Collator
-from sinktrain.data.encode import SampleEncoder
+from sinktrain.data.encode import SampleEncoder, decode_image
 from sinktrain.data.shards import write_shards
 from sinktrain.data.stream import ShardStream
 from sinktrain.errors import SinkTrainError
@@ -98,6 +99,15 @@ def test_broken_samples_are_skipped_counted_and_logged(tmp_path, processor, num_
     assert any("corruptimg" in m and first in m and "undecodable image" in m for m in messages)
     assert any("badjson" in m and second in m and "no readable LLaVA record" in m for m in messages)
     assert any("truncated" in m and first in m and "undecodable image" in m for m in messages)
+
+
+@pytest.mark.parametrize("mode, kind", [("RGB", "JPEG"), ("L", "JPEG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("P", "PNG")])
+def test_images_decode_to_the_rgb_pixels_of_any_mode(mode, kind):
+    buffer = io.BytesIO()
+    Image.radial_gradient("L").resize((24, 16)).convert(mode).save(buffer, format=kind)
+    decoded = decode_image(buffer.getvalue())  # an RGB image is not copied by a convert() to RGB
+    assert decoded.mode == "RGB" and decoded.size == (24, 16)
+    assert decoded.tobytes() == Image.open(io.BytesIO(buffer.getvalue())).convert("RGB").tobytes()
 
 
 def test_over_long_samples_are_skipped_or_truncated(tmp_path, processor, num_image_tokens, sinktrain_warnings):
