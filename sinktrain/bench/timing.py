@@ -17,7 +17,6 @@ less disturbed than wall time by other processes on the machine).
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import statistics
 import time
@@ -25,6 +24,8 @@ from typing import Callable
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
+
+from sinktrain.allocator import keep_freed_memory
 
 Times = tuple[float, float]  # (wall seconds, process CPU seconds)
 
@@ -83,18 +84,11 @@ def time_generate(generate: Callable[[StoppingCriteriaList], torch.Tensor], new_
 
 
 def pin_allocator() -> bool:
-    """Keep large freed blocks in the heap (glibc only; True when set).
-
-    By default glibc hands big freed blocks (activations, gradients) back to the OS and
-    page-faults them in again on the next step: a cost of tens of percent of a CPU step that
-    lands on whichever variant runs after another one freed memory. With this, a step reuses
-    the heap the previous one left."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers
-    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, (1 << 31) - 1))
+    """Keep large freed blocks in the heap (glibc only; True when set): by default glibc hands big freed
+    blocks (activations, gradients) back to the OS and page-faults them in again on the next step, a
+    cost of tens of percent of a CPU step that lands on whichever variant runs after another one freed
+    memory. With this, a step reuses the heap the previous one left (sinktrain.allocator)."""
+    return keep_freed_memory()
 
 
 def median_abs_deviation(values: list[float]) -> float:

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 import braceexpand
 from torch.utils.data import IterableDataset, get_worker_info
 
+from sinktrain.allocator import keep_freed_memory
 from sinktrain.data.order import DataOrder, default_lanes, lane_samples
 from sinktrain.data.shard_index import shard_sizes
 from sinktrain.data.stream_state import StreamState
@@ -153,6 +154,8 @@ class ShardStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         worker = get_worker_info()
+        if worker is not None:  # a DataLoader worker, ours alone: its shuffle windows' frees must not page-fault
+            keep_freed_memory()
         first_local = self.resume.micro_batches // self.world_size
         readers: dict[int, LaneReader] = {}
         for k in itertools.count(worker.id if worker else 0, self.num_workers):
