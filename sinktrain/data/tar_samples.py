@@ -109,12 +109,13 @@ def samples_from(url: str, start: int, stats: ReadStats) -> Iterator[dict]:
     if is_local(url):
         yield from _local_samples_from(url, start, stats)
         return
-    samples = group_by_keys(tar_file_expander([{"url": url, "stream": gopen(url)}], eof_value=None))
-    for index, sample in enumerate(samples):
-        if index < start:  # remote: read and dropped, still bytes over the wire
-            stats.read += 1
-            continue
-        yield sample
+    with gopen(url) as stream:
+        samples = group_by_keys(tar_file_expander([{"url": url, "stream": stream}], eof_value=None))
+        for index, sample in enumerate(samples):
+            if index < start:  # remote: read and dropped, still bytes over the wire
+                stats.read += 1
+                continue
+            yield sample
 
 
 def _local_samples_from(url: str, start: int, stats: ReadStats) -> Iterator[dict]:
