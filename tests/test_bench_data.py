@@ -41,7 +41,8 @@ def check_report(report: dict) -> None:
     assert work["batches"] == 3 and all(positive(work[key]) for key in ("ratio", "stream_cpu_ms_per_sample",
                                                                          "map_cpu_ms_per_sample")), work
     met = report["targets_met"]
-    assert set(met) == {"ratio_at_least_1", "cpu_ratio_at_least_1", "work_ratio_at_least_1", "stream_25_per_s_at_4_workers"}
+    assert set(met) == {"ratio_at_least_1", "cpu_ratio_at_least_1", "work_ratio_at_least_1",
+                        "stream_25_per_s_at_4_workers"}
     assert met["work_ratio_at_least_1"] == (work["ratio"] >= 1.0)
     assert report["targets_met"]["stream_25_per_s_at_4_workers"] is None  # 4 workers not measured here
 

@@ -16,18 +16,18 @@ the data)::
 
 How to read it: "stream/s", "map/s": samples/s per rank, medians over ``--rounds`` rounds, each
 timing ``--batches`` batches of ``--batch`` after ``--warmup`` x workers untimed batches (worker
-start-up). "ratio" is stream / map, the median of the pairs measured back to back in each round
-(who goes first alternates), "range" its min-max over the rounds. "cpu" is the workers' CPU ms per
-sample (each worker's CPU time between its first and last timed batch), "cpu ratio" map / stream
-paired likewise: on a machine shared with other jobs it moves far less than wall time. "faults" are
-the workers' page faults per sample: both pay ~300-600 for the batch's way into shared memory
-(to the main process); beyond that a stream worker keeps freed memory in its heap
-(sinktrain/allocator.py), a LLaVA-style worker runs with glibc's defaults and faults freed memory
-back in. "1st" is the wait for the first batch. "work per sample": both loaders' batches
-taken in turns, ``--turns`` each, in the benchmark's own process (no workers, both under the stream
-workers' allocator setting), CPU ms per sample: the loaders do the same decode and differ by ~1%,
-which this resolves and the DataLoader rounds (scattering 10-30%) cannot. The stream's ``--shuffle_buffer`` is 64, not training's 1000, so its
-tar reading (done a window at a time) falls into the timed batches at its real share. Targets
+start-up). "ratio" is stream / map, the median of the pairs measured back to back in each round (who
+goes first alternates), "range" its min-max over the rounds. "cpu" is the workers' CPU ms per sample
+(each worker's CPU time between its first and last timed batch), "cpu ratio" map / stream paired
+likewise: on a machine shared with other jobs it moves far less than wall time. "faults" are the
+workers' page faults per sample: both pay ~300-600 for the batch's way into shared memory (to the
+main process); beyond that a stream worker keeps freed memory in its heap (sinktrain/allocator.py),
+a LLaVA-style worker runs with glibc's defaults and faults freed memory back in. "1st" is the wait
+for the first batch. "work per sample": both loaders' batches taken in turns, ``--turns`` each, in
+the benchmark's own process (no workers, both under the stream workers' allocator setting), CPU ms
+per sample: the loaders do the same decode and differ by ~1%, which this resolves and the DataLoader
+rounds (scattering 10-30%) cannot. The stream's ``--shuffle_buffer`` is 64, not training's 1000, so
+its tar reading (done a window at a time) falls into the timed batches at its real share. Targets
 (reported, not enforced): stream >= 1.0x map, and >= 25 samples/s per rank with 4 workers. The
 script exits 0 whatever they say (a benchmark, not a test). ``--json FILE`` writes all numbers,
 raw samples included; ``ratios`` at the top level maps workers -> ratio.

@@ -17,16 +17,17 @@ sampler. Both read from the page cache after the first round (cold-disk reads ar
 Timing: every measurement is a fresh DataLoader; its first ``warmup x workers`` batches (worker
 start-up, the stream's first shuffle window) are not timed, the next ``batches`` are: samples/s =
 samples / seconds, and the workers' CPU ms and page faults per sample (each worker's between its
-first and last timed batch, stamped by the collator; steadier than wall time on a shared machine). The stream reads
-a lane's raw samples a shuffle window at a time (sinktrain.data.order), so its tar reading lands in a
-timed region only at window starts: ``--shuffle_buffer`` (64) is sized so that every worker's timed
-batches hold whole windows (the reading is counted at its true share; training's default, 1000,
-reads the same bytes in bursts a short region would miss). Rounds repeat all worker counts, the
-loaders alternating who goes first, each round with its own seed (stream order, sampler), so neither
-times one fixed subset of samples; medians over rounds are reported, ratios pair the same round.
-The two do the same decode (~9 ms a sample) and differ in how they read (a tar member or an image
-file, ~0.03 ms), so their ratio sits near 1.0 and a round's 10-30% scatter hides the difference;
-``interleaved_work`` narrows it down to 1-2%: both loaders' batches in turns in one process.
+first and last timed batch, stamped by the collator; steadier than wall time on a shared machine).
+The stream reads a lane's raw samples a shuffle window at a time (sinktrain.data.order), so its tar
+reading lands in a timed region only at window starts: ``--shuffle_buffer`` (64) is sized so that
+every worker's timed batches hold whole windows (the reading is counted at its true share;
+training's default, 1000, reads the same bytes in bursts a short region would miss). Rounds repeat
+all worker counts, the loaders alternating who goes first, each round with its own seed (stream
+order, sampler), so neither times one fixed subset of samples; medians over rounds are reported,
+ratios pair the same round. The two do the same decode (~8 ms a sample) and differ in how they read
+(a tar member or an image file, ~0.03 ms), so their ratio sits near 1.0 and a round's 10-30% scatter
+hides the difference; ``interleaved_work`` narrows it down to 1-2%: both loaders' batches in turns
+in one process.
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ class CpuStamped:
         self.collator = collator
 
     def __call__(self, samples: list[dict]):
-        return (*self.collator(samples), (os.getpid(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt))
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        return (*self.collator(samples), (os.getpid(), time.process_time(), faults))
 
 
 def measure(loader: DataLoader, warmup: int, batches: int) -> dict:
