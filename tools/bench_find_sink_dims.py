@@ -32,7 +32,6 @@ every number.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import statistics
@@ -47,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 
 from sinktrain import demo  # noqa: E402
+from sinktrain.allocator import keep_freed_memory  # noqa: E402
 from sinktrain.bench.report import environment, write_report  # noqa: E402
 from sinktrain.find_sinks.capture import SinkCapture, VSinkFlag  # noqa: E402
 from sinktrain.find_sinks.collect import collect, empty_stats  # noqa: E402
@@ -235,20 +235,10 @@ def shape_text(backbone, args) -> str:
     )
 
 
-def pin_allocator() -> bool:
-    """Keep large freed blocks in the heap (no munmap / page-fault churn between batches); glibc only."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers
-    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 31))
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    args.pinned_allocator = False if args.default_allocator or args.device.startswith("cuda") else pin_allocator()
+    args.pinned_allocator = False if args.default_allocator or args.device.startswith("cuda") else keep_freed_memory()
     if args.memory_probe is not None:
         print(json.dumps(memory_probe(args)))
         return 0

@@ -8,7 +8,7 @@ import argparse
 import torch
 import transformers
 
-from sinktrain.bench.timing import pin_allocator
+from sinktrain.allocator import keep_freed_memory
 from sinktrain.log import quiet_third_party
 
 
@@ -38,7 +38,7 @@ def start(args: argparse.Namespace) -> argparse.Namespace:
     """Threads, the pinned allocator (unless --default_allocator) and a quiet console, before any model is built."""
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    args.pinned_allocator = False if args.default_allocator else pin_allocator()
+    args.pinned_allocator = False if args.default_allocator else keep_freed_memory()
     transformers.logging.set_verbosity_error()
     quiet_third_party()
     return args

@@ -25,8 +25,6 @@ from typing import Callable
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from sinktrain.allocator import keep_freed_memory
-
 Times = tuple[float, float]  # (wall seconds, process CPU seconds)
 
 
@@ -81,14 +79,6 @@ def time_generate(generate: Callable[[StoppingCriteriaList], torch.Tensor], new_
         "decode_per_token": tuple(statistics.median(times) for times in zip(*steps)),
         "generate": end.since(start),
     }
-
-
-def pin_allocator() -> bool:
-    """Keep large freed blocks in the heap (glibc only; True when set): by default glibc hands big freed
-    blocks (activations, gradients) back to the OS and page-faults them in again on the next step, a
-    cost of tens of percent of a CPU step that lands on whichever variant runs after another one freed
-    memory. With this, a step reuses the heap the previous one left (sinktrain.allocator)."""
-    return keep_freed_memory()
 
 
 def median_abs_deviation(values: list[float]) -> float:

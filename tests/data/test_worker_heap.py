@@ -24,7 +24,7 @@ import json, resource, sys
 from torch.utils.data import DataLoader, Dataset
 from sinktrain.data.stream import ShardStream
 
-BLOCK = 12288 * 4096
+BLOCK = int(sys.argv[1]) * 4096
 
 def refaults(_):
     block = bytearray(BLOCK)  # touched (zeroed), then freed
@@ -40,7 +40,7 @@ class MapStyle(Dataset):
     def __getitem__(self, index):
         return refaults(index)
 
-shards, sizes = sys.argv[1:3], [int(size) for size in sys.argv[3:5]]
+shards, sizes = sys.argv[2:4], [int(size) for size in sys.argv[4:6]]
 stream = ShardStream(shards, refaults, 0, 1, 1, sizes=sizes)
 faults = {kind: next(iter(DataLoader(data, batch_size=None, num_workers=1)))["faults"]
           for kind, data in (("stream", stream), ("map", MapStyle()))}
@@ -51,7 +51,7 @@ print(json.dumps(faults))
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator: Linux")
 def test_stream_workers_reuse_freed_memory_where_default_workers_fault_it_back(tmp_path):
     shards, _ = write_sized(tmp_path, [3, 3])
-    done = subprocess.run([sys.executable, "-c", WORKERS_FAULTS, *shards, "3", "3"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-c", WORKERS_FAULTS, str(BLOCK_PAGES), *shards, "3", "3"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     faults = json.loads(done.stdout.strip().splitlines()[-1])
